@@ -1,0 +1,252 @@
+"""Every error Kernos raises, sorted by who has to act.
+
+    KernosError                       base of everything below
+    ├── UsageError                    a developer mistake: fix the code or config
+    │   ├── ConfigError               bad store URL, option or setting
+    │   ├── RegistrationError         a workflow or step registered wrongly
+    │   ├── SerializationError        a value that cannot be journaled as JSON
+    │   ├── NotInWorkflowError        a durable primitive used outside a workflow
+    │   └── InvalidForkError          fork asked for a position the journal lacks
+    ├── RuntimeFailure                something failed at run time
+    │   ├── StoreError                the store misbehaved
+    │   │   ├── StoreUnavailableError unreachable or locked past the retry limit
+    │   │   ├── MigrationError        the schema could not be brought up to date
+    │   │   └── LeaseLostError        another worker owns the run now (fencing)
+    │   ├── RunNotFoundError          no run with that id
+    │   ├── RunStateError             the run's status does not allow the operation
+    │   ├── WorkflowNotFoundError     a run names a workflow this process lacks
+    │   ├── NondeterminismError       recovered code diverged from the journal
+    │   ├── ChecksumMismatchError     a checkpoint snapshot failed verification
+    │   ├── StepTimeoutError          a step attempt ran past its timeout
+    │   ├── RunTimeoutError           the whole run ran past its timeout
+    │   └── RunFailedError            awaiting a run that failed or was cancelled
+    │       └── RunCancelledError     ... specifically, that was cancelled
+    ├── PermanentError                raise from a step: fail now, never retry
+    └── TransientError                raise from a step: always worth a retry
+
+    Cancelled (BaseException)         a run was cancelled; steps must not swallow it
+
+Each error keeps its facts as attributes, has a stable ``code`` and survives
+pickling, so it can be stored in the journal or cross a process boundary.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "Cancelled",
+    "ChecksumMismatchError",
+    "ConfigError",
+    "InvalidForkError",
+    "KernosError",
+    "LeaseLostError",
+    "MigrationError",
+    "NondeterminismError",
+    "NotInWorkflowError",
+    "PermanentError",
+    "RegistrationError",
+    "RunCancelledError",
+    "RunFailedError",
+    "RunNotFoundError",
+    "RunStateError",
+    "RunTimeoutError",
+    "RuntimeFailure",
+    "SerializationError",
+    "StepTimeoutError",
+    "StoreError",
+    "StoreUnavailableError",
+    "TransientError",
+    "UsageError",
+    "WorkflowNotFoundError",
+]
+
+
+class KernosError(Exception):
+    """Base class of every Kernos error.
+
+    Subclasses set ``code``, a stable identifier that survives renames of the
+    message and is what the journal and the API record.
+    """
+
+    code = "kernos_error"
+
+    def __init__(self, message: str, **facts: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.facts = facts
+        for key, value in facts.items():
+            setattr(self, key, value)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.message, self.facts))
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _rebuild(cls: type[KernosError], message: str, facts: dict[str, Any]) -> KernosError:
+    error = cls.__new__(cls)
+    KernosError.__init__(error, message, **facts)
+    return error
+
+
+class UsageError(KernosError):
+    """A developer mistake: the code or configuration must change."""
+
+    code = "usage_error"
+
+
+class ConfigError(UsageError):
+    """A setting, store URL or option is invalid."""
+
+    code = "config_error"
+
+
+class RegistrationError(UsageError):
+    """A workflow or step was declared in a way Kernos cannot run."""
+
+    code = "registration_error"
+
+
+class SerializationError(UsageError):
+    """A step result, argument or state cannot be stored as JSON."""
+
+    code = "serialization_error"
+
+
+class NotInWorkflowError(UsageError):
+    """A durable primitive (sleep, recv, checkpoint, ...) was used outside a workflow."""
+
+    code = "not_in_workflow"
+
+
+class InvalidForkError(UsageError):
+    """A fork was asked for at a position the run's journal does not have."""
+
+    code = "invalid_fork"
+
+
+class RuntimeFailure(KernosError):
+    """Something failed while running; the code may be correct."""
+
+    code = "runtime_failure"
+
+
+class StoreError(RuntimeFailure):
+    """The store failed or returned something unexpected."""
+
+    code = "store_error"
+
+
+class StoreUnavailableError(StoreError):
+    """The store stayed unreachable or locked after every retry."""
+
+    code = "store_unavailable"
+
+
+class MigrationError(StoreError):
+    """The schema could not be migrated to the version this code needs."""
+
+    code = "migration_error"
+
+
+class LeaseLostError(StoreError):
+    """This process no longer owns the run: its lease expired or it was taken over."""
+
+    code = "lease_lost"
+
+
+class RunNotFoundError(RuntimeFailure):
+    """No run exists with the given id."""
+
+    code = "run_not_found"
+
+
+class RunStateError(RuntimeFailure):
+    """The run's current status does not allow the operation (e.g. resuming a finished run)."""
+
+    code = "run_state"
+
+
+class WorkflowNotFoundError(RuntimeFailure):
+    """A run names a workflow that is not registered in this process."""
+
+    code = "workflow_not_found"
+
+
+class NondeterminismError(RuntimeFailure):
+    """Workflow code asked for something other than what the journal recorded.
+
+    Attributes:
+        run_id: the run being recovered.
+        seq: the journal position where code and journal disagree.
+        expected: what the journal holds at ``seq``.
+        found: what the code asked for at ``seq``.
+    """
+
+    code = "nondeterminism"
+
+
+class ChecksumMismatchError(RuntimeFailure):
+    """A stored checkpoint snapshot does not match its SHA-256 checksum."""
+
+    code = "checksum_mismatch"
+
+
+class StepTimeoutError(RuntimeFailure):
+    """One attempt of a step ran longer than the step's timeout."""
+
+    code = "step_timeout"
+
+
+class RunTimeoutError(RuntimeFailure):
+    """A run ran longer than its run timeout."""
+
+    code = "run_timeout"
+
+
+class RunFailedError(RuntimeFailure):
+    """The awaited run ended without a result.
+
+    Attributes:
+        run_id: the run.
+        error_type: the qualified type name of the error that ended it.
+        error_code: that error's stable code, when it was a Kernos error.
+    """
+
+    code = "run_failed"
+
+
+class RunCancelledError(RunFailedError):
+    """The awaited run was cancelled."""
+
+    code = "run_cancelled"
+
+
+class PermanentError(KernosError):
+    """Raise from a step to fail it at once: retrying cannot help."""
+
+    code = "permanent"
+
+
+class TransientError(KernosError):
+    """Raise from a step to say the failure is worth a retry."""
+
+    code = "transient"
+
+
+class Cancelled(BaseException):
+    """The run was cancelled.
+
+    Derived from ``BaseException`` (as ``asyncio.CancelledError`` is) so that a
+    step's ``except Exception`` cannot swallow it.
+    """
+
+    def __init__(self, run_id: str, reason: str = "cancelled") -> None:
+        super().__init__(f"run {run_id!r} was cancelled: {reason}")
+        self.run_id = run_id
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.run_id, self.reason))

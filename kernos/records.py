@@ -1,0 +1,243 @@
+"""The records Kernos stores: runs, journal entries, events, checkpoints.
+
+States are enums whose values are what the database stores. Rows become
+frozen, keyword-only records through ``from_row``. No I/O happens here.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kernos.types import JSON
+
+__all__ = [
+    "Checkpoint",
+    "EntryKind",
+    "EntryStatus",
+    "Event",
+    "JournalEntry",
+    "Run",
+    "RunStatus",
+    "Worker",
+]
+
+
+class RunStatus(str, enum.Enum):
+    """Where a run is in its life."""
+
+    PENDING = "pending"  # waiting for a worker to claim it
+    RUNNING = "running"  # owned by a worker under a lease
+    WAITING = "waiting"  # suspended durably: a timer, message or child will wake it
+    PAUSED = "paused"  # stopped at a step boundary until resumed
+    SUCCEEDED = "succeeded"  # finished with an output
+    FAILED = "failed"  # finished with an error
+    CANCELLED = "cancelled"  # stopped on request; will never run again
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the run can never change status again."""
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
+
+
+class EntryKind(str, enum.Enum):
+    """What a journal entry records."""
+
+    STEP = "step"  # a step function's result or final failure
+    SLEEP = "sleep"  # a durable timer
+    RECV = "recv"  # a message received by the run (or a receive timeout)
+    CHILD = "child"  # a child workflow and, once done, its result
+    CHECKPOINT = "checkpoint"  # a named state snapshot with its SHA-256 checksum
+
+
+class EntryStatus(str, enum.Enum):
+    """Whether a journal entry is settled."""
+
+    PENDING = "pending"  # a wait that has begun and not ended (sleep, recv, child)
+    OK = "ok"  # settled with an output
+    ERROR = "error"  # settled with an error
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Run:
+    """One execution of a workflow."""
+
+    run_id: str
+    workflow: str
+    version: str
+    status: RunStatus
+    input: JSON
+    output: JSON | None
+    error: JSON | None
+    parent_id: str | None
+    parent_seq: int | None
+    forked_from: str | None
+    fork_seq: int | None
+    superseded_by: str | None
+    queue: str
+    priority: int
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    updated_at: float
+    owner: str | None
+    lease_epoch: int
+    lease_expires_at: float | None
+    wake_at: float | None
+    deadline: float | None
+    pause_requested: bool
+    executions: int
+    steps: int
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any], decode: Any) -> Run:
+        """Build a run from a database row; ``decode`` parses stored JSON text."""
+        return cls(
+            run_id=row["run_id"],
+            workflow=row["workflow"],
+            version=row["version"],
+            status=RunStatus(row["status"]),
+            input=decode(row["input"]),
+            output=decode(row["output"]),
+            error=decode(row["error"]),
+            parent_id=row["parent_id"],
+            parent_seq=row["parent_seq"],
+            forked_from=row["forked_from"],
+            fork_seq=row["fork_seq"],
+            superseded_by=row["superseded_by"],
+            queue=row["queue"],
+            priority=row["priority"],
+            created_at=row["created_at"],
+            started_at=row["started_at"],
+            finished_at=row["finished_at"],
+            updated_at=row["updated_at"],
+            owner=row["owner"],
+            lease_epoch=row["lease_epoch"],
+            lease_expires_at=row["lease_expires_at"],
+            wake_at=row["wake_at"],
+            deadline=row["deadline"],
+            pause_requested=bool(row["pause_requested"]),
+            executions=row["executions"],
+            steps=row["steps"],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        data = {name: getattr(self, name) for name in self.__slots__}
+        data["status"] = self.status.value
+        return data
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class JournalEntry:
+    """One durable fact in a run's journal, at position ``seq``."""
+
+    run_id: str
+    seq: int
+    kind: EntryKind
+    name: str
+    status: EntryStatus
+    args_hash: str | None
+    output: JSON | None
+    error: JSON | None
+    attempts: JSON | None
+    detail: JSON | None
+    started_at: float
+    finished_at: float | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any], decode: Any) -> JournalEntry:
+        """Build an entry from a database row; ``decode`` parses stored JSON text."""
+        return cls(
+            run_id=row["run_id"],
+            seq=row["seq"],
+            kind=EntryKind(row["kind"]),
+            name=row["name"],
+            status=EntryStatus(row["status"]),
+            args_hash=row["args_hash"],
+            output=decode(row["output"]),
+            error=decode(row["error"]),
+            attempts=decode(row["attempts"]),
+            detail=decode(row["detail"]),
+            started_at=row["started_at"],
+            finished_at=row["finished_at"],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        data = {name: getattr(self, name) for name in self.__slots__}
+        data["kind"] = self.kind.value
+        data["status"] = self.status.value
+        return data
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Event:
+    """One transition in the append-only event record; ``event_id`` orders them."""
+
+    event_id: int
+    run_id: str
+    kind: str
+    at: float
+    data: JSON | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any], decode: Any) -> Event:
+        """Build an event from a database row; ``decode`` parses stored JSON text."""
+        return cls(
+            event_id=row["event_id"],
+            run_id=row["run_id"],
+            kind=row["kind"],
+            at=row["at"],
+            data=decode(row["data"]),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Checkpoint:
+    """A named state snapshot taken by a run at journal position ``seq``."""
+
+    run_id: str
+    seq: int
+    name: str
+    sha256: str
+    state: JSON
+    taken_at: float
+    intact: bool  # whether the stored state still matches ``sha256``
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Worker:
+    """A process that executes runs, as recorded in the worker registry."""
+
+    worker_id: str
+    host: str
+    pid: int
+    started_at: float
+    heartbeat_at: float
+    state: str
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Worker:
+        """Build a worker from a database row."""
+        return cls(
+            worker_id=row["worker_id"],
+            host=row["host"],
+            pid=row["pid"],
+            started_at=row["started_at"],
+            heartbeat_at=row["heartbeat_at"],
+            state=row["state"],
+        )

@@ -1,0 +1,216 @@
+"""The one storage interface every backend implements."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from kernos.records import Checkpoint, Event, JournalEntry, Run, Worker
+from kernos.store._ops import EntryWrite, Fence, Write
+
+__all__ = ["NewRun", "RunFilter", "Store"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NewRun:
+    """A run to create. ``owner`` set means the creating process executes it at once."""
+
+    run_id: str
+    workflow: str
+    version: str
+    input: str
+    queue: str = "default"
+    priority: int = 0
+    parent_id: str | None = None
+    parent_seq: int | None = None
+    forked_from: str | None = None
+    fork_seq: int | None = None
+    owner: str | None = None
+    lease_s: float = 30.0
+    wake_at: float | None = None
+    timeout: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunFilter:
+    """Which runs :meth:`Store.list_runs` returns, newest first."""
+
+    status: str | None = None
+    workflow: str | None = None
+    parent_id: str | None = None
+    limit: int = 50
+    before: tuple[float, str] | None = None  # (created_at, run_id) cursor of the last page
+
+
+class Store(abc.ABC):
+    """Durable home of runs, journals, events, messages and the worker registry.
+
+    Every method is a coroutine and every mutation is one transaction. Backends
+    retry transient failures (locked, disconnected) with backoff and raise
+    :class:`~kernos.errors.StoreUnavailableError` after their retry limit, having
+    written nothing. Writes that belong to a running run are *fenced*: they carry
+    the lease epoch under which the writer claimed the run and are refused (see
+    :class:`Fence`) once another claim, a cancel or a finish has replaced it.
+    """
+
+    url: str
+
+    @abc.abstractmethod
+    async def migrate(self) -> list[str]:
+        """Apply pending schema migrations; return the names of those applied."""
+
+    @abc.abstractmethod
+    async def schema_version(self) -> tuple[int, int]:
+        """Return (applied version, version this code needs)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Close connections; the store cannot be used afterwards."""
+
+    # -- runs ---------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_run(self, run: NewRun) -> bool:
+        """Create a run; return False (changing nothing) if its id already exists."""
+
+    @abc.abstractmethod
+    async def get_run(self, run_id: str) -> Run:
+        """Return a run. Raises RunNotFoundError."""
+
+    @abc.abstractmethod
+    async def list_runs(self, query: RunFilter) -> list[Run]:
+        """Return runs matching ``query``, newest first."""
+
+    @abc.abstractmethod
+    async def count_runs(self) -> dict[str, int]:
+        """Return the number of runs per status."""
+
+    @abc.abstractmethod
+    async def claim(self, owner: str, *, limit: int, lease_s: float) -> list[Run]:
+        """Claim up to ``limit`` runnable runs (pending, due, or with an expired lease)."""
+
+    @abc.abstractmethod
+    async def apply(self, writes: Sequence[Write]) -> list[Fence | None]:
+        """Apply writes in order in one transaction; one result per write.
+
+        Entry and finish writes answer a :class:`Fence`; event writes answer None.
+        """
+
+    @abc.abstractmethod
+    async def receive(
+        self, write: EntryWrite, topic: str, *, timed_out: bool
+    ) -> tuple[Fence, bool, str | None]:
+        """Settle a receive wait at ``write.seq``, atomically with taking the message.
+
+        If an unread message on ``topic`` exists it is marked read and becomes the
+        entry's output. Otherwise, with ``timed_out`` the entry settles with output
+        null; without, it is written pending.
+
+        Returns:
+            (fence, settled, output): ``settled`` says whether the entry is final.
+        """
+
+    @abc.abstractmethod
+    async def suspend(
+        self,
+        run_id: str,
+        epoch: int,
+        *,
+        wake_at: float | None,
+        topics: Sequence[str],
+        children: Sequence[str],
+    ) -> Fence:
+        """Let go of a running run until ``wake_at``, a message or a child's end.
+
+        Returns ``Fence.OK`` once suspended; ``Fence.READY``, leaving the run
+        running, if what it waits for already happened (an unread message on one
+        of ``topics``, one of ``children`` finished), so the caller carries on;
+        ``Fence.PAUSE`` if it was paused instead; ``Fence.LOST`` without the lease.
+        """
+
+    @abc.abstractmethod
+    async def pause_at_boundary(self, run_id: str, epoch: int) -> bool:
+        """Move a run that reached a step boundary with a pause request to paused."""
+
+    @abc.abstractmethod
+    async def request_pause(self, run_id: str) -> Run:
+        """Pause a run: at once when idle, at its next step boundary when running."""
+
+    @abc.abstractmethod
+    async def resume(self, run_id: str) -> Run:
+        """Make a paused run runnable again (or withdraw a pending pause request)."""
+
+    @abc.abstractmethod
+    async def cancel(self, run_id: str, reason: str) -> list[str]:
+        """Cancel a run and its unfinished descendants; return the ids cancelled."""
+
+    @abc.abstractmethod
+    async def send(self, run_id: str, topic: str, payload: str) -> None:
+        """Queue a message for a run and wake it if it waits on ``topic``."""
+
+    @abc.abstractmethod
+    async def fork(self, source: str, at_seq: int, patch: str | None, new: NewRun) -> None:
+        """Create ``new`` from ``source``'s journal before ``at_seq``.
+
+        With ``patch``, the entry at ``at_seq`` is copied too, with ``patch`` as its
+        output. ``source`` is kept, marked superseded by the new run.
+        """
+
+    @abc.abstractmethod
+    async def next_due(self) -> float | None:
+        """The earliest time at which some run becomes claimable, if any."""
+
+    # -- journal, events, checkpoints ----------------------------------------
+
+    @abc.abstractmethod
+    async def load_journal(self, run_id: str) -> list[JournalEntry]:
+        """Return a run's journal in seq order."""
+
+    @abc.abstractmethod
+    async def get_entry(self, run_id: str, seq: int) -> JournalEntry | None:
+        """Return one journal entry, or None."""
+
+    @abc.abstractmethod
+    async def list_events(
+        self, run_id: str | None = None, *, after: int = 0, limit: int = 1000
+    ) -> list[Event]:
+        """Return events with id above ``after``, oldest first."""
+
+    @abc.abstractmethod
+    async def list_checkpoints(self, run_id: str) -> list[Checkpoint]:
+        """Return a run's named checkpoints, in the order taken (unverified)."""
+
+    # -- workers --------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def register_worker(self, worker: Worker, pid_start: str | None) -> None:
+        """Record a worker as active (or refresh it)."""
+
+    @abc.abstractmethod
+    async def heartbeat(self, worker_id: str, *, lease_s: float) -> None:
+        """Record that a worker lives and extend the leases of the runs it holds."""
+
+    @abc.abstractmethod
+    async def set_worker_state(self, worker_id: str, state: str) -> None:
+        """Set a worker's state (active, draining, stale, gone)."""
+
+    @abc.abstractmethod
+    async def list_workers(self) -> list[Worker]:
+        """Return the worker registry."""
+
+    @abc.abstractmethod
+    async def workers_on_host(self, host: str) -> list[tuple[Worker, str | None]]:
+        """Return live workers on ``host`` with their process start markers."""
+
+    @abc.abstractmethod
+    async def retire_worker(self, worker_id: str, *, dead: bool) -> list[str]:
+        """Mark a worker gone and hand back its runs.
+
+        A worker that stops cleanly (``dead=False``) makes its runs pending; a dead
+        one's leases are expired so the next claim resumes them. Returns their ids.
+        """
+
+    @abc.abstractmethod
+    async def mark_stale_workers(self, cutoff: float) -> list[str]:
+        """Mark workers whose last heartbeat is older than ``cutoff`` stale."""

@@ -1,0 +1,756 @@
+"""The SQL implementation of :class:`Store`, shared by SQLite and PostgreSQL.
+
+Each store owns one connection, used from one dedicated thread: the drivers are
+blocking, and a single writer path keeps SQLite simple and gives group commit
+for free. Dialects override small hooks only (connect, transient errors,
+migration lock); the SQL itself lives in ``sql/<dialect>/queries.sql``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ClassVar, TypeVar
+
+import orjson
+
+from kernos import errors
+from kernos.records import Checkpoint, Event, JournalEntry, Run, RunStatus, Worker
+from kernos.serialization import checksum, decode
+from kernos.store._base import NewRun, RunFilter, Store
+from kernos.store._blobs import Blobs
+from kernos.store._ops import EntryWrite, EventWrite, Fence, FinishWrite, Write
+from kernos.store._queries import load_migrations, load_queries, split_statements
+
+__all__ = ["SqlStore"]
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+Connection = Any  # sqlite3.Connection or psycopg.Connection
+
+
+class _Tx:
+    """A transaction in progress: runs named queries and resolves blobs."""
+
+    __slots__ = ("conn", "now", "queries", "store")
+
+    def __init__(self, store: SqlStore, conn: Connection, now: float) -> None:
+        self.store = store
+        self.conn = conn
+        self.queries = store.queries
+        self.now = now
+
+    def execute(self, name: str, params: dict[str, Any]) -> Any:
+        return self.conn.execute(self.queries[name], params)
+
+    def one(self, name: str, params: dict[str, Any]) -> Any:
+        return self.execute(name, params).fetchone()
+
+    def all(self, name: str, params: dict[str, Any]) -> list[Any]:
+        return list(self.execute(name, params).fetchall())
+
+    def decode(self, text: str | None) -> Any:
+        return decode(self.store.blobs.resolve(text, self.execute))
+
+    def put(self, text: str | None) -> str | None:
+        return self.store.blobs.externalize(text, self.execute, self.now)
+
+    def event(self, run_id: str, kind: str, data: dict[str, Any] | str | None = None) -> None:
+        if isinstance(data, dict):
+            data = orjson.dumps(data).decode()
+        self.execute("insert_event", {"run_id": run_id, "kind": kind, "now": self.now, "data": data})
+
+    def run(self, run_id: str) -> Run:
+        row = self.one("get_run", {"run_id": run_id})
+        if row is None:
+            raise errors.RunNotFoundError(
+                f"no run with id {run_id!r}; `kernos runs list` shows the runs in this store",
+                run_id=run_id,
+            )
+        return Run.from_row(row, self.decode)
+
+
+class SqlStore(Store):
+    """Store on a DB-API connection; subclasses supply the dialect."""
+
+    dialect: ClassVar[str]
+    begin_write: ClassVar[str] = "BEGIN"
+    begin_read: ClassVar[str] = "BEGIN"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        durable: bool = True,
+        blob_threshold: int = 64 * 1024,
+        blob_dir: str | None = None,
+        retry_for: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.url = url
+        self.durable = durable
+        self.queries = load_queries(self.dialect)
+        self.blobs = Blobs(blob_threshold, blob_dir)
+        self.retry_for = retry_for
+        self.clock = clock
+        self._conn: Connection | None = None
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"kernos-{self.dialect}")
+        self._closed = False
+
+    # -- dialect hooks ----------------------------------------------------------
+
+    def _connect(self) -> Connection:
+        raise NotImplementedError
+
+    def _is_transient(self, exc: BaseException) -> bool:
+        raise NotImplementedError
+
+    def _lock_migrations(self, tx: _Tx) -> None:
+        """Serialize concurrent migrators (the write transaction suffices by default)."""
+
+    # -- transaction plumbing ------------------------------------------------
+
+    async def _call(self, fn: Callable[[_Tx], T], *, write: bool = True) -> T:
+        if self._closed:
+            raise errors.StoreError(f"the store {self.url} is closed", url=self.url)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._transact, fn, write)
+
+    def _transact(self, fn: Callable[[_Tx], T], write: bool) -> T:
+        delay = 0.005
+        give_up = time.monotonic() + self.retry_for
+        while True:
+            try:
+                conn = self._connection()
+                conn.execute(self.begin_write if write else self.begin_read)
+                try:
+                    result = fn(_Tx(self, conn, self.clock()))
+                except BaseException:
+                    self._rollback(conn)
+                    raise
+                conn.execute("COMMIT")
+                return result
+            except errors.KernosError:
+                raise
+            except Exception as exc:
+                if not self._is_transient(exc):
+                    raise errors.StoreError(
+                        f"{self.dialect} store {self.url} failed: {exc}", url=self.url
+                    ) from exc
+                self._drop_if_broken(exc)
+                if time.monotonic() >= give_up:
+                    raise errors.StoreUnavailableError(
+                        f"{self.dialect} store {self.url} stayed unavailable for "
+                        f"{self.retry_for:.0f}s ({exc}); nothing was written. Check that "
+                        "the database is running and not locked by another program",
+                        url=self.url,
+                    ) from exc
+                logger.warning(
+                    "store busy, retrying", extra={"action": "store_retry", "error": str(exc)}
+                )
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 1.0)
+
+    def _connection(self) -> Connection:
+        if self._conn is None:
+            self._conn = self._connect()
+        return self._conn
+
+    def _rollback(self, conn: Connection) -> None:
+        try:
+            conn.execute("ROLLBACK")
+        except Exception:  # the connection is gone; the next call reconnects
+            self._conn = None
+
+    def _drop_if_broken(self, exc: BaseException) -> None:
+        """Forget the connection when the error means it cannot be used again."""
+
+    async def close(self) -> None:
+        """Close the connection and stop the store thread."""
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._close_connection)
+        self._executor.shutdown(wait=True)
+
+    def _close_connection(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- schema -----------------------------------------------------------------
+
+    async def migrate(self) -> list[str]:
+        """Apply every migration not yet applied, in one transaction."""
+
+        def go(tx: _Tx) -> list[str]:
+            self._lock_migrations(tx)
+            tx.execute("create_version_table", {})
+            applied = {row["version"] for row in tx.all("applied_versions", {})}
+            done = []
+            for migration in load_migrations(self.dialect):
+                if migration.version in applied:
+                    continue
+                for statement in split_statements(migration.sql):
+                    tx.conn.execute(statement)
+                tx.execute(
+                    "record_version",
+                    {"version": migration.version, "name": migration.name, "now": tx.now},
+                )
+                done.append(f"{migration.version:04d}_{migration.name}")
+            return done
+
+        try:
+            return await self._call(go)
+        except errors.StoreUnavailableError:
+            raise
+        except errors.StoreError as exc:
+            raise errors.MigrationError(
+                f"migrating {self.url} failed, nothing was changed: {exc}", url=self.url
+            ) from exc
+
+    async def schema_version(self) -> tuple[int, int]:
+        """Return (applied version, latest version this code knows)."""
+        latest = len(load_migrations(self.dialect))
+
+        def go(tx: _Tx) -> int:
+            tx.execute("create_version_table", {})
+            rows = tx.all("applied_versions", {})
+            return max((row["version"] for row in rows), default=0)
+
+        return await self._call(go), latest
+
+    # -- runs ---------------------------------------------------------------------
+
+    async def create_run(self, run: NewRun) -> bool:
+        """Create a run unless its id exists; see :meth:`Store.create_run`."""
+
+        def go(tx: _Tx) -> bool:
+            owned = run.owner is not None
+            row = tx.one(
+                "insert_run",
+                {
+                    "run_id": run.run_id,
+                    "workflow": run.workflow,
+                    "version": run.version,
+                    "status": RunStatus.RUNNING.value if owned else RunStatus.PENDING.value,
+                    "input": tx.put(run.input),
+                    "parent_id": run.parent_id,
+                    "parent_seq": run.parent_seq,
+                    "forked_from": run.forked_from,
+                    "fork_seq": run.fork_seq,
+                    "queue": run.queue,
+                    "priority": run.priority,
+                    "now": tx.now,
+                    "started_at": tx.now if owned else None,
+                    "owner": run.owner,
+                    "lease_epoch": 1 if owned else 0,
+                    "lease_expires_at": tx.now + run.lease_s if owned else None,
+                    "wake_at": run.wake_at,
+                    "deadline": tx.now + run.timeout if run.timeout is not None else None,
+                    "timeout": run.timeout,
+                    "executions": 1 if owned else 0,
+                },
+            )
+            if row is None:
+                return False
+            tx.event(
+                run.run_id,
+                "run.created",
+                {"workflow": run.workflow, "parent_id": run.parent_id, "queue": run.queue},
+            )
+            if owned:
+                tx.event(run.run_id, "run.started", {"owner": run.owner, "epoch": 1})
+            return True
+
+        return await self._call(go)
+
+    async def get_run(self, run_id: str) -> Run:
+        """Return one run; raises RunNotFoundError."""
+        return await self._call(lambda tx: tx.run(run_id), write=False)
+
+    async def list_runs(self, query: RunFilter) -> list[Run]:
+        """Return runs matching ``query``, newest first."""
+        before_created, before_id = query.before if query.before else (None, None)
+        params = {
+            "status": query.status,
+            "workflow": query.workflow,
+            "parent_id": query.parent_id,
+            "before_created": before_created,
+            "before_run_id": before_id,
+            "limit": query.limit,
+        }
+        return await self._call(
+            lambda tx: [Run.from_row(row, tx.decode) for row in tx.all("list_runs", params)],
+            write=False,
+        )
+
+    async def count_runs(self) -> dict[str, int]:
+        """Return the number of runs per status."""
+        return await self._call(
+            lambda tx: {row["status"]: row["n"] for row in tx.all("count_runs_by_status", {})},
+            write=False,
+        )
+
+    async def claim(self, owner: str, *, limit: int, lease_s: float) -> list[Run]:
+        """Claim runnable runs for ``owner``; see :meth:`Store.claim`."""
+
+        def go(tx: _Tx) -> list[Run]:
+            rows = tx.all(
+                "claim_runs",
+                {"owner": owner, "now": tx.now, "expires": tx.now + lease_s, "limit": limit},
+            )
+            runs = [Run.from_row(row, tx.decode) for row in rows]
+            for run in runs:
+                tx.event(
+                    run.run_id,
+                    "run.started",
+                    {"owner": owner, "epoch": run.lease_epoch, "execution": run.executions},
+                )
+            return runs
+
+        return await self._call(go)
+
+    async def next_due(self) -> float | None:
+        """The earliest time a run becomes claimable, if any run is waiting."""
+        row = await self._call(lambda tx: tx.one("next_wake_at", {}), write=False)
+        return None if row is None or row["t"] is None else float(row["t"])
+
+    # -- fenced writes ---------------------------------------------------------
+
+    async def apply(self, writes: Sequence[Write]) -> list[Fence | None]:
+        """Apply a batch of writes in one transaction (group commit)."""
+        return await self._call(lambda tx: [_APPLY[type(w)](tx, w) for w in writes])
+
+    async def receive(
+        self, write: EntryWrite, topic: str, *, timed_out: bool
+    ) -> tuple[Fence, bool, str | None]:
+        """Settle or begin a receive wait; see :meth:`Store.receive`."""
+
+        def go(tx: _Tx) -> tuple[Fence, bool, str | None]:
+            fence = _fence(tx, write)
+            if fence is Fence.LOST:
+                return fence, False, None
+            row = tx.one("take_message", {"run_id": write.run_id, "topic": topic, "seq": write.seq})
+            if row is not None:
+                payload: str | None = row["payload"]
+                status = "ok"
+            elif timed_out:
+                payload, status = None, "ok"
+            else:
+                payload, status = None, "pending"
+            settled = status == "ok"
+            _upsert_entry(
+                tx,
+                write,
+                status=status,
+                output=payload,
+                finished_at=tx.now if settled else None,
+            )
+            if settled:
+                tx.event(
+                    write.run_id,
+                    "message.received",
+                    {"seq": write.seq, "topic": topic, "timed_out": row is None},
+                )
+            return fence, settled, payload
+
+        return await self._call(go)
+
+    async def suspend(
+        self,
+        run_id: str,
+        epoch: int,
+        *,
+        wake_at: float | None,
+        topics: Sequence[str],
+        children: Sequence[str],
+    ) -> Fence:
+        """Let a run go until it is woken; see :meth:`Store.suspend`."""
+
+        def go(tx: _Tx) -> Fence:
+            # Locks the run row first: a concurrent send or child finish that
+            # wakes the run then either commits before the checks below (and they
+            # see it) or after the suspension (and it sees the run waiting).
+            row = tx.one("fence", {"run_id": run_id, "epoch": epoch, "steps": 0, "now": tx.now})
+            if row is None:
+                return Fence.LOST
+            if row["pause_requested"]:
+                tx.execute("pause_run", {"run_id": run_id, "epoch": epoch, "now": tx.now})
+                tx.event(run_id, "run.paused")
+                return Fence.PAUSE
+            topics_json = orjson.dumps(list(topics)).decode()
+            if topics and tx.one("count_unread", {"run_id": run_id, "topics": topics_json})["n"]:
+                return Fence.READY
+            children_json = orjson.dumps(list(children)).decode()
+            if children and tx.one("count_finished", {"run_ids": children_json})["n"]:
+                return Fence.READY
+            tx.execute(
+                "suspend_run",
+                {
+                    "run_id": run_id,
+                    "epoch": epoch,
+                    "wake_at": wake_at,
+                    "topics": topics_json if topics else None,
+                    "now": tx.now,
+                },
+            )
+            tx.event(
+                run_id,
+                "run.waiting",
+                {"wake_at": wake_at, "topics": list(topics), "children": list(children)},
+            )
+            return Fence.OK
+
+        return await self._call(go)
+
+    async def pause_at_boundary(self, run_id: str, epoch: int) -> bool:
+        """Pause a running run that stopped at a step boundary."""
+
+        def go(tx: _Tx) -> bool:
+            row = tx.one("pause_run", {"run_id": run_id, "epoch": epoch, "now": tx.now})
+            if row is not None:
+                tx.event(run_id, "run.paused")
+            return row is not None
+
+        return await self._call(go)
+
+    async def request_pause(self, run_id: str) -> Run:
+        """Pause a run now (idle) or at its next step boundary (running)."""
+
+        def go(tx: _Tx) -> Run:
+            params = {"run_id": run_id, "now": tx.now}
+            if tx.one("pause_idle", params) is not None:
+                tx.event(run_id, "run.paused")
+            elif tx.one("request_pause", params) is not None:
+                tx.event(run_id, "run.pause_requested")
+            run = tx.run(run_id)
+            if run.status.terminal:
+                raise errors.RunStateError(
+                    f"run {run_id!r} has already {run.status.value}; only unfinished runs "
+                    "can be paused",
+                    run_id=run_id,
+                    status=run.status.value,
+                )
+            return run
+
+        return await self._call(go)
+
+    async def resume(self, run_id: str) -> Run:
+        """Make a paused run runnable again; see :meth:`Store.resume`."""
+
+        def go(tx: _Tx) -> Run:
+            params = {"run_id": run_id, "now": tx.now}
+            if (
+                tx.one("resume_run", params) is not None
+                or tx.one("clear_pause_request", params) is not None
+            ):
+                tx.event(run_id, "run.resumed")
+            run = tx.run(run_id)
+            if run.status.terminal:
+                raise errors.RunStateError(
+                    f"run {run_id!r} has already {run.status.value}; it cannot be resumed. "
+                    "Fork it to run it again from a step",
+                    run_id=run_id,
+                    status=run.status.value,
+                )
+            return run
+
+        return await self._call(go)
+
+    async def cancel(self, run_id: str, reason: str) -> list[str]:
+        """Cancel a run and its unfinished descendants; see :meth:`Store.cancel`."""
+        error = orjson.dumps(
+            {"type": "kernos.errors.Cancelled", "code": "cancelled", "message": reason}
+        ).decode()
+
+        def go(tx: _Tx) -> list[str]:
+            tx.run(run_id)  # raises RunNotFoundError
+            rows = tx.all("cancel_tree", {"run_id": run_id, "error": error, "now": tx.now})
+            cancelled = {row["run_id"] for row in rows}
+            for row in rows:
+                tx.event(row["run_id"], "run.cancelled", {"reason": reason})
+                parent = row["parent_id"]
+                if parent is not None and parent not in cancelled:
+                    tx.execute("wake_run", {"run_id": parent, "now": tx.now})
+            return sorted(cancelled)
+
+        return await self._call(go)
+
+    async def send(self, run_id: str, topic: str, payload: str) -> None:
+        """Queue a message for a run; see :meth:`Store.send`."""
+
+        def go(tx: _Tx) -> None:
+            run = tx.run(run_id)
+            if run.status.terminal:
+                raise errors.RunStateError(
+                    f"run {run_id!r} has already {run.status.value}; a message sent to it "
+                    "would never be read",
+                    run_id=run_id,
+                    status=run.status.value,
+                )
+            params = {"run_id": run_id, "topic": topic, "payload": payload, "now": tx.now}
+            tx.execute("insert_message", params)
+            tx.event(run_id, "message.sent", {"topic": topic})
+            tx.one("wake_for_message", {"run_id": run_id, "topic": topic, "now": tx.now})
+
+        await self._call(go)
+
+    async def fork(self, source: str, at_seq: int, patch: str | None, new: NewRun) -> None:
+        """Create a run from another's journal prefix; see :meth:`Store.fork`."""
+
+        def go(tx: _Tx) -> None:
+            tx.run(source)
+            self._insert_forked_run(tx, new)
+            tx.execute(
+                "copy_journal", {"new_run_id": new.run_id, "run_id": source, "before_seq": at_seq}
+            )
+            if patch is not None:
+                tx.execute(
+                    "insert_patched_entry",
+                    {
+                        "new_run_id": new.run_id,
+                        "run_id": source,
+                        "seq": at_seq,
+                        "output": tx.put(patch),
+                        "now": tx.now,
+                    },
+                )
+            tx.execute("supersede_run", {"run_id": source, "new_run_id": new.run_id, "now": tx.now})
+            tx.event(source, "run.superseded", {"by": new.run_id, "at_seq": at_seq})
+
+        await self._call(go)
+
+    def _insert_forked_run(self, tx: _Tx, new: NewRun) -> None:
+        row = tx.one(
+            "insert_run",
+            {
+                "run_id": new.run_id,
+                "workflow": new.workflow,
+                "version": new.version,
+                "status": RunStatus.PENDING.value,
+                "input": tx.put(new.input),
+                "parent_id": new.parent_id,
+                "parent_seq": new.parent_seq,
+                "forked_from": new.forked_from,
+                "fork_seq": new.fork_seq,
+                "queue": new.queue,
+                "priority": new.priority,
+                "now": tx.now,
+                "started_at": None,
+                "owner": None,
+                "lease_epoch": 0,
+                "lease_expires_at": None,
+                "wake_at": None,
+                "deadline": tx.now + new.timeout if new.timeout is not None else None,
+                "timeout": new.timeout,
+                "executions": 0,
+            },
+        )
+        if row is None:
+            raise errors.InvalidForkError(
+                f"a run with id {new.run_id!r} already exists; choose another id for the fork",
+                run_id=new.run_id,
+            )
+        tx.event(
+            new.run_id,
+            "run.created",
+            {"workflow": new.workflow, "forked_from": new.forked_from, "fork_seq": new.fork_seq},
+        )
+
+    # -- journal, events, checkpoints -----------------------------------------
+
+    async def load_journal(self, run_id: str) -> list[JournalEntry]:
+        """Return a run's journal in seq order."""
+        return await self._call(
+            lambda tx: [
+                JournalEntry.from_row(row, tx.decode)
+                for row in tx.all("load_journal", {"run_id": run_id})
+            ],
+            write=False,
+        )
+
+    async def get_entry(self, run_id: str, seq: int) -> JournalEntry | None:
+        """Return one journal entry, or None."""
+
+        def go(tx: _Tx) -> JournalEntry | None:
+            row = tx.one("get_entry", {"run_id": run_id, "seq": seq})
+            return None if row is None else JournalEntry.from_row(row, tx.decode)
+
+        return await self._call(go, write=False)
+
+    async def list_events(
+        self, run_id: str | None = None, *, after: int = 0, limit: int = 1000
+    ) -> list[Event]:
+        """Return events with id above ``after``, oldest first."""
+        params = {"run_id": run_id, "after": after, "limit": limit}
+        return await self._call(
+            lambda tx: [Event.from_row(row, tx.decode) for row in tx.all("list_events", params)],
+            write=False,
+        )
+
+    async def list_checkpoints(self, run_id: str) -> list[Checkpoint]:
+        """Return a run's named checkpoints in the order taken (unverified)."""
+
+        def go(tx: _Tx) -> list[Checkpoint]:
+            found = []
+            for row in tx.all("list_checkpoints", {"run_id": run_id}):
+                detail = decode(row["detail"])
+                recorded = str(detail.get("sha256", "")) if isinstance(detail, dict) else ""
+                text = self.blobs.resolve(row["output"], tx.execute)
+                found.append(
+                    Checkpoint(
+                        run_id=row["run_id"],
+                        seq=row["seq"],
+                        name=row["name"],
+                        sha256=recorded,
+                        state=decode(text),
+                        taken_at=row["started_at"],
+                        intact=text is not None and checksum(text) == recorded,
+                    )
+                )
+            return found
+
+        return await self._call(go, write=False)
+
+    # -- workers -------------------------------------------------------------------
+
+    async def register_worker(self, worker: Worker, pid_start: str | None) -> None:
+        """Record a worker as active."""
+        params = {
+            "worker_id": worker.worker_id,
+            "host": worker.host,
+            "pid": worker.pid,
+            "pid_start": pid_start,
+            "state": worker.state,
+        }
+        await self._call(lambda tx: tx.execute("upsert_worker", {**params, "now": tx.now}))
+
+    async def heartbeat(self, worker_id: str, *, lease_s: float) -> None:
+        """Record a heartbeat and extend the worker's leases."""
+
+        def go(tx: _Tx) -> None:
+            tx.execute("heartbeat_worker", {"worker_id": worker_id, "now": tx.now})
+            tx.execute("renew_leases", {"owner": worker_id, "expires": tx.now + lease_s})
+
+        await self._call(go)
+
+    async def set_worker_state(self, worker_id: str, state: str) -> None:
+        """Set a worker's registry state."""
+        await self._call(
+            lambda tx: tx.execute(
+                "set_worker_state", {"worker_id": worker_id, "state": state, "now": tx.now}
+            )
+        )
+
+    async def list_workers(self) -> list[Worker]:
+        """Return the worker registry."""
+        return await self._call(
+            lambda tx: [Worker.from_row(row) for row in tx.all("list_workers", {})], write=False
+        )
+
+    async def workers_on_host(self, host: str) -> list[tuple[Worker, str | None]]:
+        """Return live workers on ``host`` with their process start markers."""
+        return await self._call(
+            lambda tx: [
+                (Worker.from_row(row), row["pid_start"])
+                for row in tx.all("live_workers_on_host", {"host": host})
+            ],
+            write=False,
+        )
+
+    async def retire_worker(self, worker_id: str, *, dead: bool) -> list[str]:
+        """Mark a worker gone and hand back its runs; see :meth:`Store.retire_worker`."""
+
+        def go(tx: _Tx) -> list[str]:
+            tx.execute("set_worker_state", {"worker_id": worker_id, "state": "gone", "now": tx.now})
+            query = "expire_owner" if dead else "release_owner"
+            rows = tx.all(query, {"owner": worker_id, "now": tx.now})
+            for row in rows:
+                tx.event(row["run_id"], "run.released", {"worker": worker_id, "dead": dead})
+            return [row["run_id"] for row in rows]
+
+        return await self._call(go)
+
+    async def mark_stale_workers(self, cutoff: float) -> list[str]:
+        """Mark workers silent since ``cutoff`` as stale."""
+        return await self._call(
+            lambda tx: [row["worker_id"] for row in tx.all("stale_workers", {"cutoff": cutoff})]
+        )
+
+
+def _fence(tx: _Tx, write: EntryWrite) -> Fence:
+    row = tx.one(
+        "fence", {"run_id": write.run_id, "epoch": write.epoch, "steps": write.seq + 1, "now": tx.now}
+    )
+    if row is None:
+        return Fence.LOST
+    return Fence.PAUSE if row["pause_requested"] else Fence.OK
+
+
+def _upsert_entry(
+    tx: _Tx, write: EntryWrite, *, status: str, output: str | None, finished_at: float | None
+) -> None:
+    tx.execute(
+        "upsert_entry",
+        {
+            "run_id": write.run_id,
+            "seq": write.seq,
+            "kind": write.kind,
+            "name": write.name,
+            "status": status,
+            "args_hash": write.args_hash,
+            "output": tx.put(output),
+            "error": write.error,
+            "attempts": write.attempts,
+            "detail": write.detail,
+            "started_at": write.started_at,
+            "finished_at": finished_at,
+        },
+    )
+
+
+def _apply_entry(tx: _Tx, write: EntryWrite) -> Fence:
+    fence = _fence(tx, write)
+    if fence is Fence.LOST:
+        return fence
+    _upsert_entry(tx, write, status=write.status, output=write.output, finished_at=write.finished_at)
+    if write.event_kind is not None:
+        tx.event(write.run_id, write.event_kind, write.event_data)
+    return fence
+
+
+def _apply_event(tx: _Tx, write: EventWrite) -> None:
+    tx.event(write.run_id, write.kind, write.data)
+
+
+def _apply_finish(tx: _Tx, write: FinishWrite) -> Fence:
+    row = tx.one(
+        "finish_run",
+        {
+            "run_id": write.run_id,
+            "epoch": write.epoch,
+            "status": write.status,
+            "output": tx.put(write.output),
+            "error": write.error,
+            "now": tx.now,
+        },
+    )
+    if row is None:
+        return Fence.LOST
+    tx.event(write.run_id, f"run.{write.status}", write.event_data)
+    if row["parent_id"] is not None:
+        tx.execute("wake_run", {"run_id": row["parent_id"], "now": tx.now})
+    return Fence.OK
+
+
+_APPLY: dict[type, Callable[[_Tx, Any], Fence | None]] = {
+    EntryWrite: _apply_entry,
+    EventWrite: _apply_event,
+    FinishWrite: _apply_finish,
+}
