@@ -18,6 +18,7 @@
     │   ├── NondeterminismError       recovered code diverged from the journal
     │   ├── ChecksumMismatchError     a checkpoint snapshot failed verification
     │   ├── StepTimeoutError          a step attempt ran past its timeout
+    │   ├── StepError                 a recorded step failure whose type could not be rebuilt
     │   ├── RunTimeoutError           the whole run ran past its timeout
     │   └── RunFailedError            awaiting a run that failed or was cancelled
     │       └── RunCancelledError     ... specifically, that was cancelled
@@ -53,6 +54,7 @@ __all__ = [
     "RunTimeoutError",
     "RuntimeFailure",
     "SerializationError",
+    "StepError",
     "StepTimeoutError",
     "StoreError",
     "StoreUnavailableError",
@@ -198,6 +200,12 @@ class StepTimeoutError(RuntimeFailure):
     """One attempt of a step ran longer than the step's timeout."""
 
     code = "step_timeout"
+
+
+class StepError(RuntimeFailure):
+    """A step's recorded failure, raised again where its original type is unavailable."""
+
+    code = "step_error"
 
 
 class RunTimeoutError(RuntimeFailure):

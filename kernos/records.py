@@ -90,6 +90,7 @@ class Run:
     lease_expires_at: float | None
     wake_at: float | None
     deadline: float | None
+    timeout: float | None
     pause_requested: bool
     executions: int
     steps: int
@@ -121,6 +122,7 @@ class Run:
             lease_expires_at=row["lease_expires_at"],
             wake_at=row["wake_at"],
             deadline=row["deadline"],
+            timeout=row["timeout"],
             pause_requested=bool(row["pause_requested"]),
             executions=row["executions"],
             steps=row["steps"],

@@ -87,8 +87,14 @@ class Store(abc.ABC):
         """Return the number of runs per status."""
 
     @abc.abstractmethod
-    async def claim(self, owner: str, *, limit: int, lease_s: float) -> list[Run]:
-        """Claim up to ``limit`` runnable runs (pending, due, or with an expired lease)."""
+    async def claim(
+        self, owner: str, *, limit: int, lease_s: float, workflows: Sequence[str]
+    ) -> list[Run]:
+        """Claim up to ``limit`` runnable runs of ``workflows``.
+
+        Runnable means pending, waiting with a wake-up time that has passed, or
+        running under a lease that expired. Each claim bumps the run's lease epoch.
+        """
 
     @abc.abstractmethod
     async def apply(self, writes: Sequence[Write]) -> list[Fence | None]:
@@ -188,8 +194,8 @@ class Store(abc.ABC):
         """Record a worker as active (or refresh it)."""
 
     @abc.abstractmethod
-    async def heartbeat(self, worker_id: str, *, lease_s: float) -> None:
-        """Record that a worker lives and extend the leases of the runs it holds."""
+    async def heartbeat(self, worker_id: str, *, lease_s: float) -> set[str]:
+        """Record that a worker lives, extend its leases, return the runs it still holds."""
 
     @abc.abstractmethod
     async def set_worker_state(self, worker_id: str, state: str) -> None:

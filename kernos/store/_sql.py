@@ -297,13 +297,22 @@ class SqlStore(Store):
             write=False,
         )
 
-    async def claim(self, owner: str, *, limit: int, lease_s: float) -> list[Run]:
+    async def claim(
+        self, owner: str, *, limit: int, lease_s: float, workflows: Sequence[str]
+    ) -> list[Run]:
         """Claim runnable runs for ``owner``; see :meth:`Store.claim`."""
+        names = orjson.dumps(list(workflows)).decode()
 
         def go(tx: _Tx) -> list[Run]:
             rows = tx.all(
                 "claim_runs",
-                {"owner": owner, "now": tx.now, "expires": tx.now + lease_s, "limit": limit},
+                {
+                    "owner": owner,
+                    "now": tx.now,
+                    "expires": tx.now + lease_s,
+                    "limit": limit,
+                    "workflows": names,
+                },
             )
             runs = [Run.from_row(row, tx.decode) for row in rows]
             for run in runs:
@@ -631,12 +640,13 @@ class SqlStore(Store):
         }
         await self._call(lambda tx: tx.execute("upsert_worker", {**params, "now": tx.now}))
 
-    async def heartbeat(self, worker_id: str, *, lease_s: float) -> None:
-        """Record a heartbeat and extend the worker's leases."""
+    async def heartbeat(self, worker_id: str, *, lease_s: float) -> set[str]:
+        """Record a heartbeat, extend the worker's leases, return the runs it holds."""
 
-        def go(tx: _Tx) -> None:
+        def go(tx: _Tx) -> set[str]:
             tx.execute("heartbeat_worker", {"worker_id": worker_id, "now": tx.now})
-            tx.execute("renew_leases", {"owner": worker_id, "expires": tx.now + lease_s})
+            rows = tx.all("renew_leases", {"owner": worker_id, "expires": tx.now + lease_s})
+            return {row["run_id"] for row in rows}
 
         await self._call(go)
 

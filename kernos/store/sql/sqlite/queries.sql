@@ -126,9 +126,10 @@ UPDATE kernos_runs SET
     wake_at = NULL, wait_topics = NULL, executions = executions + 1
 WHERE run_id IN (
     SELECT run_id FROM kernos_runs
-    WHERE (status = 'pending' AND (wake_at IS NULL OR wake_at <= :now))
-       OR (status = 'waiting' AND wake_at <= :now)
-       OR (status = 'running' AND lease_expires_at < :now)
+    WHERE ((status = 'pending' AND (wake_at IS NULL OR wake_at <= :now))
+        OR (status = 'waiting' AND wake_at <= :now)
+        OR (status = 'running' AND lease_expires_at < :now))
+      AND workflow IN (SELECT value FROM json_each(:workflows))
     ORDER BY priority DESC, created_at
     LIMIT :limit
 )
@@ -145,7 +146,8 @@ SELECT min(t) AS t FROM (
 
 -- name: renew_leases
 UPDATE kernos_runs SET lease_expires_at = :expires
-WHERE owner = :owner AND status = 'running';
+WHERE owner = :owner AND status = 'running'
+RETURNING run_id;
 
 -- name: release_owner
 -- A stopping worker hands back what it still holds; the next claim resumes it.

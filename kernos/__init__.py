@@ -1,0 +1,68 @@
+"""Kernos: an operating system for AI agents.
+
+Workflows and their steps are journaled, so runs survive crashes, wait for days
+without holding a worker, fork from any step and replay without side effects::
+
+    import kernos
+
+    @kernos.step(retries=3, timeout=30)
+    async def fetch(url: str) -> str: ...
+
+    @kernos.workflow(version="1")
+    async def brief(day: str) -> dict:
+        pages = await kernos.gather(fetch("https://a"), fetch("https://b"))
+        kernos.checkpoint("collected", {"pages": len(pages)})
+        await kernos.sleep(3600)
+        return {"day": day, "pages": len(pages)}
+
+    async with kernos.Kernos("sqlite:///kernos.db") as app:
+        handle = await app.start(brief, "2026-11-22", run_id="brief-2026-11-22")
+        print(await handle.result())
+"""
+
+from kernos import errors
+from kernos.records import Checkpoint, EntryKind, EntryStatus, Event, JournalEntry, Run, RunStatus
+from kernos.runtime import (
+    Divergence,
+    Kernos,
+    ReplayReport,
+    RetryPolicy,
+    RunHandle,
+    Step,
+    Workflow,
+    checkpoint,
+    current_run_id,
+    gather,
+    recv,
+    sleep,
+    step,
+    workflow,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Checkpoint",
+    "Divergence",
+    "EntryKind",
+    "EntryStatus",
+    "Event",
+    "JournalEntry",
+    "Kernos",
+    "ReplayReport",
+    "RetryPolicy",
+    "Run",
+    "RunHandle",
+    "RunStatus",
+    "Step",
+    "Workflow",
+    "__version__",
+    "checkpoint",
+    "current_run_id",
+    "errors",
+    "gather",
+    "recv",
+    "sleep",
+    "step",
+    "workflow",
+]

@@ -1,0 +1,413 @@
+"""The application object: a store, the registered workflows, and an engine."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Generic, TypeVar
+
+from kernos import errors
+from kernos.records import Checkpoint, EntryKind, EntryStatus, Event, JournalEntry, Run, RunStatus
+from kernos.runtime._context import failure_of
+from kernos.runtime._definitions import Registry, Workflow, registry
+from kernos.runtime._engine import Engine
+from kernos.runtime._replay import ReplayReport, replay
+from kernos.serialization import encode, restore
+from kernos.store import NewRun, RunFilter, Store, open_store
+
+__all__ = ["Kernos", "RunHandle"]
+
+T = TypeVar("T")
+
+DEFAULT_STORE = "sqlite:///kernos.db"
+
+
+class RunHandle(Generic[T]):
+    """A reference to a run, from :meth:`Kernos.start`, :meth:`Kernos.fork` or
+    :meth:`Kernos.handle`."""
+
+    def __init__(self, app: Kernos, run_id: str, workflow: Workflow[Any, Any] | None) -> None:
+        self.app = app
+        self.run_id = run_id
+        self._workflow = workflow
+
+    async def status(self) -> RunStatus:
+        """The run's current status."""
+        return (await self.app.get_run(self.run_id)).status
+
+    async def result(self, *, timeout: float | None = None, poll: float = 0.2) -> T:
+        """Wait for the run to end and return its output.
+
+        Waits on local execution when the run executes in this process, and polls
+        the store (every ``poll`` seconds) when it executes elsewhere.
+
+        Raises:
+            RunFailedError: the run failed (``error_type`` names what ended it).
+            RunCancelledError: the run was cancelled.
+            TimeoutError: ``timeout`` seconds passed first.
+        """
+        loop = asyncio.get_running_loop()
+        give_up = None if timeout is None else loop.time() + timeout
+        while True:
+            run = await self.app.get_run(self.run_id)
+            if run.status is RunStatus.SUCCEEDED:
+                workflow = self._workflow or registry.get(run.workflow)
+                annotation = workflow.return_type if workflow is not None else Any
+                result: T = restore(run.output, annotation)
+                return result
+            if run.status.terminal:
+                raise failure_of(run)
+            wait = poll
+            if give_up is not None:
+                wait = min(wait, give_up - loop.time())
+                if wait <= 0:
+                    raise TimeoutError(f"run {self.run_id!r} is still {run.status.value}")
+            await self.app.engine.wait_changed(self.run_id, wait)
+
+    async def cancel(self, reason: str = "cancelled by request") -> list[str]:
+        """Cancel the run and its unfinished children; see :meth:`Kernos.cancel`."""
+        return await self.app.cancel(self.run_id, reason)
+
+    def __repr__(self) -> str:
+        return f"<RunHandle {self.run_id}>"
+
+
+class Kernos:
+    """A Kernos application: durable runs of the workflows declared in this process.
+
+    Use it as an async context manager, or call :meth:`open` and :meth:`close`::
+
+        async with kernos.Kernos("sqlite:///kernos.db") as app:
+            handle = await app.start(brief, "2026-11-22", run_id="brief-2026-11-22")
+            print(await handle.result())
+
+    Args:
+        store: ``sqlite:///path.db`` (default ``sqlite:///kernos.db``) or
+            ``postgresql://...``, or a :class:`~kernos.store.Store`.
+        worker: when True (the default) this process also claims and executes
+            runnable runs: new ones, ones woken by timers or messages, and ones
+            left behind by a worker that died.
+        concurrency: runs this process executes at once.
+        lease: seconds a claim lasts without a heartbeat; a worker silent for
+            longer loses its runs to others.
+        poll_interval: seconds between claims when nothing wakes the worker.
+        inline_wait: sleeps up to this long wait in place; longer ones suspend.
+        threads: threads for sync steps and sync workflows.
+        durable: ``False`` trades crash safety for speed (SQLite
+            ``synchronous=NORMAL``, PostgreSQL ``synchronous_commit=off``).
+        blob_threshold: values longer than this (bytes of JSON) are stored out of line.
+        blob_dir: store out-of-line values as files in this directory.
+        migrate: apply pending schema migrations when opening.
+        clock: the time source (seconds since the epoch); tests may control it.
+    """
+
+    def __init__(
+        self,
+        store: str | Store = DEFAULT_STORE,
+        *,
+        worker: bool = True,
+        concurrency: int = 100,
+        lease: float = 30.0,
+        poll_interval: float = 0.5,
+        inline_wait: float = 5.0,
+        threads: int = 64,
+        durable: bool = True,
+        blob_threshold: int = 64 * 1024,
+        blob_dir: str | None = None,
+        migrate: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if concurrency < 1:
+            raise errors.ConfigError(f"concurrency must be at least 1, got {concurrency}")
+        if lease <= 0 or poll_interval <= 0:
+            raise errors.ConfigError("lease and poll_interval must be positive")
+        self.store = (
+            open_store(store, durable=durable, blob_threshold=blob_threshold,
+                       blob_dir=blob_dir, clock=clock)
+            if isinstance(store, str) else store
+        )
+        self.registry: Registry = registry
+        self.claims = worker
+        self.migrate_on_open = migrate
+        self.clock = clock
+        self.engine = Engine(self.store, self.registry, concurrency=concurrency, lease_s=lease,
+                             poll_interval=poll_interval, inline_wait=inline_wait,
+                             threads=threads, clock=clock)
+        self._open = False
+        self._opening: asyncio.Lock | None = None
+
+    # -- life cycle ---------------------------------------------------------------
+
+    async def open(self) -> Kernos:
+        """Migrate the schema (unless disabled), register this worker and start it."""
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if self._open:
+                return self
+            if self.migrate_on_open:
+                await self.store.migrate()
+            else:
+                applied, needed = await self.store.schema_version()
+                if applied < needed:
+                    raise errors.MigrationError(
+                        f"the store is at schema version {applied}, this code needs {needed}; "
+                        "run `kernos db migrate`", applied=applied, needed=needed)
+            await self.engine.start(claim=self.claims)
+            self._open = True
+        return self
+
+    async def close(self) -> None:
+        """Stop executing, hand back unfinished runs, close the store."""
+        if self._open:
+            await self.engine.stop()
+            self._open = False
+        await self.store.close()
+
+    async def __aenter__(self) -> Kernos:
+        return await self.open()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- starting and finding runs --------------------------------------------
+
+    async def start(
+        self,
+        workflow: Workflow[..., T] | Workflow[..., Any],
+        *args: Any,
+        run_id: str | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> RunHandle[Any]:
+        """Start a run of ``workflow`` and return its handle at once.
+
+        The run is created and begins executing in this process. ``run_id`` is an
+        idempotency key: starting an id that exists returns the existing run and
+        starts nothing.
+
+        Args:
+            workflow: a function decorated with :func:`kernos.workflow`.
+            *args, **kwargs: the workflow's arguments (JSON-serializable,
+                dataclasses or pydantic models).
+            run_id: the run's id (default: a new UUID).
+            timeout: seconds the run may take in all (default: the workflow's).
+
+        Raises:
+            SerializationError: an argument cannot be stored as JSON.
+        """
+        if not isinstance(workflow, Workflow):
+            raise errors.UsageError(
+                f"{workflow!r} is not a workflow; decorate it with @kernos.workflow")
+        await self.open()
+        new = NewRun(
+            run_id=run_id or uuid.uuid4().hex,
+            workflow=workflow.name,
+            version=workflow.version,
+            input=encode({"args": list(args), "kwargs": kwargs},
+                         what=f"input of workflow {workflow.name!r}"),
+            owner=self.engine.worker_id,
+            lease_s=self.engine.lease_s,
+            timeout=timeout if timeout is not None else workflow.timeout,
+        )
+        if await self.store.create_run(new):
+            self.engine.launch(await self.store.get_run(new.run_id))
+        return RunHandle(self, new.run_id, workflow)
+
+    def handle(self, run_id: str) -> RunHandle[Any]:
+        """A handle to an existing run."""
+        return RunHandle(self, run_id, None)
+
+    async def get_run(self, run_id: str) -> Run:
+        """Return a run. Raises RunNotFoundError."""
+        return await self.store.get_run(run_id)
+
+    async def list_runs(
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        workflow: str | None = None,
+        parent_id: str | None = None,
+        limit: int = 50,
+        before: tuple[float, str] | None = None,
+    ) -> list[Run]:
+        """List runs, newest first; pass the last run's ``(created_at, run_id)`` as
+        ``before`` for the next page."""
+        status_value = RunStatus(status).value if status is not None else None
+        return await self.store.list_runs(RunFilter(status=status_value, workflow=workflow,
+                                                    parent_id=parent_id, limit=limit,
+                                                    before=before))
+
+    async def journal(self, run_id: str) -> list[JournalEntry]:
+        """A run's journal entries in order."""
+        await self.store.get_run(run_id)
+        return await self.store.load_journal(run_id)
+
+    async def events(self, run_id: str | None = None, *, after: int = 0,
+                     limit: int = 1000) -> list[Event]:
+        """Events (of one run, or all) with ids above ``after``, oldest first."""
+        return await self.store.list_events(run_id, after=after, limit=limit)
+
+    # -- controlling runs ----------------------------------------------------------
+
+    async def cancel(self, run_id: str, reason: str = "cancelled by request") -> list[str]:
+        """Cancel a run, its unfinished children and their pending waits.
+
+        A run executing in this process is interrupted at once; one executing
+        elsewhere stops at its next journal write. Cancelling a finished run does
+        nothing. Returns the ids cancelled.
+        """
+        cancelled = await self.store.cancel(run_id, reason)
+        self.engine.stop_local(cancelled)
+        for cancelled_id in cancelled:
+            self.engine.notify(cancelled_id)
+        self.engine.poke()
+        return cancelled
+
+    async def pause(self, run_id: str) -> Run:
+        """Pause a run: at once if idle, at its next step boundary if running."""
+        return await self.store.request_pause(run_id)
+
+    async def resume(self, run_id: str) -> Run:
+        """Resume a paused run (on any worker that claims it)."""
+        await self.open()
+        run = await self.store.resume(run_id)
+        self.engine.poke()
+        return run
+
+    async def send(self, run_id: str, payload: Any, *, topic: str = "default") -> None:
+        """Send a message to a run; it is delivered by :func:`kernos.recv` on ``topic``.
+
+        Messages sent before the run waits are kept, in order, until received.
+
+        Raises:
+            RunNotFoundError: no such run.
+            RunStateError: the run has already finished.
+        """
+        await self.store.send(run_id, topic, encode(payload, what=f"message to run {run_id!r}"))
+        self.engine.poke()
+
+    # -- time travel -------------------------------------------------------------
+
+    async def fork(
+        self,
+        run_id: str,
+        at: int | str,
+        *,
+        patch: Any = None,
+        patched: bool | None = None,
+        new_run_id: str | None = None,
+    ) -> RunHandle[Any]:
+        """Fork a run: a new run reuses its journal before ``at`` and goes on from there.
+
+        The original is kept and marked superseded by the fork; if it has not
+        finished it is cancelled first, so the two never both act.
+
+        Args:
+            run_id: the run to fork.
+            at: a journal seq, or the name of a checkpoint (the fork then resumes
+                just after it, its state verified first).
+            patch: a replacement result for the entry at ``at``: the fork sees
+                ``patch`` there instead of re-running it.
+            patched: set True to patch with ``None`` itself (a ``None`` ``patch``
+                otherwise means "no patch").
+            new_run_id: the fork's id (default ``<run_id>~<short uuid>``).
+
+        Raises:
+            InvalidForkError: ``at`` is not in the journal, or is not patchable.
+            ChecksumMismatchError: forking at a checkpoint whose state is corrupt.
+        """
+        source = await self.store.get_run(run_id)
+        journal = await self.store.load_journal(run_id)
+        at_seq = await self._fork_position(run_id, at, journal)
+        apply_patch = patched if patched is not None else patch is not None
+        settled = {e.seq: e for e in journal if e.status is not EntryStatus.PENDING}
+        unsettled = [e.seq for e in journal if e.seq < at_seq and e.seq not in settled]
+        if unsettled:
+            raise errors.InvalidForkError(
+                f"run {run_id!r} has an unfinished wait at seq {unsettled[0]}; fork at or "
+                f"before seq {unsettled[0]}", run_id=run_id, at_seq=at_seq)
+        if at_seq > len(journal) or (apply_patch and at_seq not in settled):
+            raise errors.InvalidForkError(
+                f"run {run_id!r} has no settled journal entry at seq {at_seq} (it has "
+                f"{len(journal)}); `kernos runs show {run_id}` lists them", run_id=run_id,
+                at_seq=at_seq)
+        if apply_patch and settled[at_seq].kind not in (EntryKind.STEP, EntryKind.RECV,
+                                                        EntryKind.CHILD):
+            raise errors.InvalidForkError(
+                f"seq {at_seq} of run {run_id!r} is a {settled[at_seq].kind.value}; only step, "
+                "recv and child results can be patched", run_id=run_id, at_seq=at_seq)
+        if not source.status.terminal:
+            await self.cancel(run_id, "superseded by a fork")
+        fork_id = new_run_id or f"{run_id}~{uuid.uuid4().hex[:8]}"
+        new = NewRun(run_id=fork_id, workflow=source.workflow, version=source.version,
+                     input=encode(source.input, what="input"), forked_from=run_id,
+                     fork_seq=at_seq, queue=source.queue, priority=source.priority,
+                     timeout=source.timeout)
+        text = encode(patch, what=f"patch for seq {at_seq}") if apply_patch else None
+        await self.store.fork(run_id, at_seq, text, new)
+        self.engine.poke()
+        return RunHandle(self, fork_id, self.registry.get(source.workflow))
+
+    async def _fork_position(self, run_id: str, at: int | str, journal: list[JournalEntry]
+                             ) -> int:
+        if isinstance(at, int):
+            if at < 0:
+                raise errors.InvalidForkError(f"seq must be 0 or more, got {at}", at_seq=at)
+            return at
+        checkpoint = await self._verified_checkpoint(run_id, at)
+        return checkpoint.seq + 1
+
+    async def replay(self, run_id: str) -> ReplayReport:
+        """Re-execute a run's workflow code against its journal, with no side effects.
+
+        Returns a report saying "identical" or naming the first divergence (a
+        different step name, order or argument hash, or output).
+
+        Raises:
+            WorkflowNotFoundError: the run's workflow is not registered here.
+        """
+        run = await self.store.get_run(run_id)
+        workflow = self.registry.get(run.workflow)
+        if workflow is None:
+            raise errors.WorkflowNotFoundError(
+                f"cannot replay run {run_id!r}: workflow {run.workflow!r} is not registered "
+                "in this process; import the module that defines it",
+                workflow=run.workflow, run_id=run_id)
+        return await replay(workflow, run, await self.store.load_journal(run_id))
+
+    # -- checkpoints ---------------------------------------------------------------
+
+    async def checkpoints(self, run_id: str) -> list[Checkpoint]:
+        """A run's named checkpoints, in the order taken (each says if it is intact)."""
+        await self.store.get_run(run_id)
+        return await self.store.list_checkpoints(run_id)
+
+    async def restore(self, run_id: str, name: str) -> Any:
+        """The state of a run's latest checkpoint named ``name``, verified.
+
+        Raises:
+            ChecksumMismatchError: the stored state does not match its SHA-256.
+            InvalidForkError: the run has no checkpoint of that name.
+        """
+        return (await self._verified_checkpoint(run_id, name)).state
+
+    async def _verified_checkpoint(self, run_id: str, name: str) -> Checkpoint:
+        matches = [c for c in await self.checkpoints(run_id) if c.name == name]
+        if not matches:
+            raise errors.InvalidForkError(
+                f"run {run_id!r} has no checkpoint named {name!r}; `kernos checkpoints list "
+                f"{run_id}` shows its checkpoints", run_id=run_id, name=name)
+        checkpoint = matches[-1]
+        if not checkpoint.intact:
+            raise errors.ChecksumMismatchError(
+                f"checkpoint {name!r} of run {run_id!r} (seq {checkpoint.seq}) does not match "
+                "its SHA-256 checksum: the stored state was altered or corrupted",
+                run_id=run_id, seq=checkpoint.seq, expected=checkpoint.sha256)
+        return checkpoint

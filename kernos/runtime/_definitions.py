@@ -1,0 +1,233 @@
+"""Workflows and steps: the decorators users write and the registry behind them."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import typing
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from kernos.errors import RegistrationError
+from kernos.runtime import _context
+from kernos.runtime._retry import RetryPolicy
+
+__all__ = ["Step", "Workflow", "registry", "step", "workflow"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _return_annotation(fn: Callable[..., Any]) -> Any:
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # forward references that cannot be resolved: keep plain JSON
+        return Any
+    annotation = hints.get("return", Any)
+    if inspect.iscoroutinefunction(fn) and typing.get_origin(annotation) is not None:
+        return annotation
+    return annotation
+
+
+def _parameter_annotations(fn: Callable[..., Any]) -> tuple[list[Any], dict[str, Any]]:
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:
+        hints = {}
+    signature = inspect.signature(fn)
+    positional = [
+        hints.get(p.name, Any)
+        for p in signature.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    by_name = {name: hints.get(name, Any) for name in signature.parameters}
+    return positional, by_name
+
+
+class Step(Generic[P, R]):
+    """A function whose result is journaled: once it succeeds it never runs again.
+
+    Inside a workflow, calling a step returns an awaitable that runs it (with
+    retries and timeout) and journals its result; a sync step runs in a thread.
+    In a sync workflow the call blocks and returns the result. Outside any
+    workflow, or inside another step, a step is a plain function call.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        *,
+        name: str,
+        retry: RetryPolicy,
+        timeout: float | None,
+    ) -> None:
+        self.fn = fn
+        self.name = name
+        self.retry = retry
+        self.timeout = timeout
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.return_type = _return_annotation(fn)
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        ctx = _context.active()
+        if ctx is None:
+            return self.fn(*args, **kwargs)
+        return typing.cast(R, ctx.dispatch(ctx.call_step(self, args, kwargs)))
+
+    def __repr__(self) -> str:
+        return f"<kernos step {self.name}>"
+
+
+class Workflow(Generic[P, R]):
+    """A durable function: its steps are journaled, so a run survives crashes.
+
+    Start one with :meth:`kernos.Kernos.start`; inside another workflow, use
+    :meth:`run_child`. Calling the workflow object directly calls the function
+    (its steps then belong to the caller's run).
+    """
+
+    def __init__(
+        self, fn: Callable[P, R], *, name: str, version: str, timeout: float | None
+    ) -> None:
+        self.fn = fn
+        self.name = name
+        self.version = version
+        self.timeout = timeout
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.return_type = _return_annotation(fn)
+        self.positional_types, self.parameter_types = _parameter_annotations(fn)
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.fn(*args, **kwargs)
+
+    def run_child(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[Any]:
+        """Start this workflow as a child of the current run and await its result.
+
+        The child is a run of its own (id ``<parent>.<seq>``), journaled and
+        recoverable on its own; cancelling the parent cancels it.
+
+        Raises:
+            NotInWorkflowError: called outside a workflow.
+            RunFailedError: when awaited, if the child failed or was cancelled.
+        """
+        ctx = _context.require("run_child")
+        return typing.cast(Awaitable[Any], ctx.dispatch(ctx.call_child(self, args, kwargs)))
+
+    def __repr__(self) -> str:
+        return f"<kernos workflow {self.name} v{self.version}>"
+
+
+@dataclass
+class Registry:
+    """Workflows known to this process, by name."""
+
+    workflows: dict[str, Workflow[Any, Any]] = field(default_factory=dict)
+
+    def add(self, wf: Workflow[Any, Any]) -> None:
+        """Register ``wf``; a different function under a taken name is refused."""
+        existing = self.workflows.get(wf.name)
+        if existing is not None and _origin(existing.fn) != _origin(wf.fn):
+            raise RegistrationError(
+                f"two workflows are named {wf.name!r} ({_origin(existing.fn)} and "
+                f"{_origin(wf.fn)}); pass name=... to @kernos.workflow to tell them apart",
+                name=wf.name,
+            )
+        self.workflows[wf.name] = wf
+
+    def get(self, name: str) -> Workflow[Any, Any] | None:
+        """The workflow registered as ``name``, if any."""
+        return self.workflows.get(name)
+
+    def names(self) -> list[str]:
+        """Every registered workflow name."""
+        return sorted(self.workflows)
+
+
+def _origin(fn: Callable[..., Any]) -> str:
+    return f"{fn.__module__}.{fn.__qualname__}"
+
+
+registry = Registry()
+
+
+@overload
+def workflow(fn: Callable[P, R], /) -> Workflow[P, R]: ...
+
+
+@overload
+def workflow(
+    *, name: str | None = None, version: str = "1", timeout: float | None = None
+) -> Callable[[Callable[P, R]], Workflow[P, R]]: ...
+
+
+def workflow(
+    fn: Callable[P, R] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    version: str = "1",
+    timeout: float | None = None,
+) -> Workflow[P, R] | Callable[[Callable[P, R]], Workflow[P, R]]:
+    """Declare a durable workflow.
+
+    Usable bare (``@kernos.workflow``) or with options. Workflow code must be
+    deterministic given its step results: touch the world (I/O, clocks,
+    randomness, LLMs) only inside steps.
+
+    Args:
+        name: the name runs record (default: the function's qualified name).
+        version: recorded by every run; bump it when the code changes shape.
+        timeout: seconds a run may take in all before it fails with RunTimeoutError.
+    """
+
+    def decorate(f: Callable[P, R]) -> Workflow[P, R]:
+        if timeout is not None and timeout <= 0:
+            raise RegistrationError(f"workflow timeout must be positive, got {timeout}")
+        wf = Workflow(f, name=name or f.__qualname__, version=str(version), timeout=timeout)
+        registry.add(wf)
+        return wf
+
+    return decorate(fn) if fn is not None else decorate
+
+
+@overload
+def step(fn: Callable[P, R], /) -> Step[P, R]: ...
+
+
+@overload
+def step(
+    *,
+    name: str | None = None,
+    retries: int | RetryPolicy = 0,
+    timeout: float | None = None,
+) -> Callable[[Callable[P, R]], Step[P, R]]: ...
+
+
+def step(
+    fn: Callable[P, R] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    retries: int | RetryPolicy = 0,
+    timeout: float | None = None,
+) -> Step[P, R] | Callable[[Callable[P, R]], Step[P, R]]:
+    """Declare a step: a unit of work whose result is journaled before the run goes on.
+
+    Args:
+        name: the name the journal records (default: the function's qualified name).
+        retries: how many times to retry a failed attempt with exponential backoff
+            and jitter, or a :class:`RetryPolicy` for full control.
+        timeout: seconds one attempt may take; past it the attempt fails with
+            StepTimeoutError (retried like any transient failure). A sync step's
+            thread cannot be killed: it is abandoned and its result ignored.
+    """
+
+    def decorate(f: Callable[P, R]) -> Step[P, R]:
+        if timeout is not None and timeout <= 0:
+            raise RegistrationError(f"step timeout must be positive, got {timeout}")
+        return Step(f, name=name or f.__qualname__, retry=RetryPolicy.of(retries), timeout=timeout)
+
+    return decorate(fn) if fn is not None else decorate

@@ -1,0 +1,290 @@
+-- Named queries for PostgreSQL: the same names and meaning as sqlite/queries.sql.
+-- Parameters are bound by name (%(name)s); no SQL is ever built from user strings.
+-- A parameter that may be NULL where its type cannot be inferred carries a cast,
+-- since the driver sends None and str as "unknown".
+
+-- name: insert_run
+INSERT INTO kernos_runs (
+    run_id, workflow, version, status, input, parent_id, parent_seq, forked_from, fork_seq,
+    queue, priority, created_at, started_at, updated_at, owner, lease_epoch, lease_expires_at,
+    wake_at, deadline, timeout, executions
+) VALUES (
+    %(run_id)s, %(workflow)s, %(version)s, %(status)s, %(input)s, %(parent_id)s,
+    %(parent_seq)s, %(forked_from)s, %(fork_seq)s, %(queue)s, %(priority)s,
+    %(now)s::double precision, %(started_at)s, %(now)s::double precision, %(owner)s,
+    %(lease_epoch)s, %(lease_expires_at)s, %(wake_at)s, %(deadline)s, %(timeout)s,
+    %(executions)s
+)
+ON CONFLICT (run_id) DO NOTHING
+RETURNING run_id;
+
+-- name: get_run
+SELECT * FROM kernos_runs WHERE run_id = %(run_id)s::text;
+
+-- name: list_runs
+SELECT * FROM kernos_runs
+WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(workflow)s::text IS NULL OR workflow = %(workflow)s::text)
+  AND (%(parent_id)s::text IS NULL OR parent_id = %(parent_id)s::text)
+  AND (%(before_created)s::double precision IS NULL
+       OR created_at < %(before_created)s::double precision
+       OR (created_at = %(before_created)s::double precision
+           AND run_id < %(before_run_id)s::text))
+ORDER BY created_at DESC, run_id DESC
+LIMIT %(limit)s;
+
+-- name: count_runs_by_status
+SELECT status, count(*) AS n FROM kernos_runs GROUP BY status;
+
+-- name: fence
+-- Every journal write first proves this process still holds the run's lease.
+UPDATE kernos_runs SET steps = GREATEST(steps, %(steps)s::integer), updated_at = %(now)s
+WHERE run_id = %(run_id)s::text AND lease_epoch = %(epoch)s::integer AND status = 'running'
+RETURNING pause_requested;
+
+-- name: upsert_entry
+-- A settled entry never changes: only a pending wait may be settled.
+INSERT INTO kernos_journal (
+    run_id, seq, kind, name, status, args_hash, output, error, attempts, detail,
+    started_at, finished_at
+) VALUES (
+    %(run_id)s, %(seq)s, %(kind)s, %(name)s, %(status)s, %(args_hash)s, %(output)s, %(error)s,
+    %(attempts)s, %(detail)s, %(started_at)s, %(finished_at)s
+)
+ON CONFLICT (run_id, seq) DO UPDATE SET
+    status = excluded.status, output = excluded.output, error = excluded.error,
+    attempts = excluded.attempts, detail = excluded.detail, finished_at = excluded.finished_at
+WHERE kernos_journal.status = 'pending';
+
+-- name: insert_event
+INSERT INTO kernos_events (run_id, kind, at, data)
+VALUES (%(run_id)s, %(kind)s, %(now)s, %(data)s);
+
+-- name: finish_run
+UPDATE kernos_runs SET
+    status = %(status)s, output = %(output)s, error = %(error)s,
+    finished_at = %(now)s::double precision, updated_at = %(now)s::double precision,
+    owner = NULL, lease_expires_at = NULL, wake_at = NULL, wait_topics = NULL,
+    pause_requested = 0
+WHERE run_id = %(run_id)s::text AND lease_epoch = %(epoch)s::integer AND status = 'running'
+RETURNING parent_id;
+
+-- name: wake_run
+UPDATE kernos_runs SET status = 'pending', wake_at = NULL, wait_topics = NULL,
+    updated_at = %(now)s
+WHERE run_id = %(run_id)s::text AND status = 'waiting'
+RETURNING run_id;
+
+-- name: wake_for_message
+UPDATE kernos_runs SET status = 'pending', wake_at = NULL, wait_topics = NULL,
+    updated_at = %(now)s
+WHERE run_id = %(run_id)s::text AND status = 'waiting'
+  AND wait_topics IS NOT NULL AND wait_topics::jsonb ? %(topic)s::text
+RETURNING run_id;
+
+-- name: suspend_run
+UPDATE kernos_runs SET
+    status = 'waiting', owner = NULL, lease_expires_at = NULL, wake_at = %(wake_at)s,
+    wait_topics = %(topics)s, updated_at = %(now)s
+WHERE run_id = %(run_id)s::text AND lease_epoch = %(epoch)s::integer AND status = 'running'
+RETURNING run_id;
+
+-- name: pause_run
+UPDATE kernos_runs SET
+    status = 'paused', owner = NULL, lease_expires_at = NULL, pause_requested = 0,
+    updated_at = %(now)s
+WHERE run_id = %(run_id)s::text AND lease_epoch = %(epoch)s::integer AND status = 'running'
+RETURNING run_id;
+
+-- name: request_pause
+UPDATE kernos_runs SET pause_requested = 1, updated_at = %(now)s
+WHERE run_id = %(run_id)s::text AND status = 'running'
+RETURNING run_id;
+
+-- name: pause_idle
+UPDATE kernos_runs SET status = 'paused', updated_at = %(now)s
+WHERE run_id = %(run_id)s::text AND status IN ('pending', 'waiting')
+RETURNING run_id;
+
+-- name: resume_run
+UPDATE kernos_runs SET status = 'pending', pause_requested = 0, updated_at = %(now)s
+WHERE run_id = %(run_id)s::text AND status = 'paused'
+RETURNING run_id;
+
+-- name: clear_pause_request
+UPDATE kernos_runs SET pause_requested = 0, updated_at = %(now)s
+WHERE run_id = %(run_id)s::text AND status = 'running' AND pause_requested = 1
+RETURNING run_id;
+
+-- name: cancel_tree
+WITH RECURSIVE tree (run_id) AS (
+    SELECT %(run_id)s::text
+    UNION ALL
+    SELECT r.run_id FROM kernos_runs r JOIN tree t ON r.parent_id = t.run_id
+)
+UPDATE kernos_runs SET
+    status = 'cancelled', error = %(error)s, finished_at = %(now)s::double precision,
+    updated_at = %(now)s::double precision, owner = NULL, lease_expires_at = NULL,
+    wake_at = NULL, wait_topics = NULL, pause_requested = 0
+WHERE run_id IN (SELECT run_id FROM tree)
+  AND status NOT IN ('succeeded', 'failed', 'cancelled')
+RETURNING run_id, parent_id;
+
+-- name: claim_runs
+-- SKIP LOCKED: concurrent claimers each take different runs instead of queueing.
+UPDATE kernos_runs SET
+    status = 'running', owner = %(owner)s, lease_epoch = lease_epoch + 1,
+    lease_expires_at = %(expires)s, started_at = coalesce(started_at, %(now)s::double precision),
+    updated_at = %(now)s::double precision, wake_at = NULL, wait_topics = NULL,
+    executions = executions + 1
+WHERE run_id IN (
+    SELECT run_id FROM kernos_runs
+    WHERE ((status = 'pending' AND (wake_at IS NULL OR wake_at <= %(now)s::double precision))
+        OR (status = 'waiting' AND wake_at <= %(now)s::double precision)
+        OR (status = 'running' AND lease_expires_at < %(now)s::double precision))
+      AND workflow IN (SELECT jsonb_array_elements_text(%(workflows)s::jsonb))
+    ORDER BY priority DESC, created_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING *;
+
+-- name: next_wake_at
+SELECT min(t) AS t FROM (
+    SELECT min(wake_at) AS t FROM kernos_runs WHERE status = 'waiting'
+    UNION ALL
+    SELECT min(lease_expires_at) FROM kernos_runs WHERE status = 'running'
+    UNION ALL
+    SELECT min(coalesce(wake_at, 0)) FROM kernos_runs WHERE status = 'pending'
+) AS due;
+
+-- name: renew_leases
+UPDATE kernos_runs SET lease_expires_at = %(expires)s
+WHERE owner = %(owner)s::text AND status = 'running'
+RETURNING run_id;
+
+-- name: release_owner
+-- A stopping worker hands back what it still holds; the next claim resumes it.
+UPDATE kernos_runs SET status = 'pending', owner = NULL, lease_expires_at = NULL,
+    updated_at = %(now)s
+WHERE owner = %(owner)s::text AND status = 'running'
+RETURNING run_id;
+
+-- name: expire_owner
+-- A dead worker's leases end now, so any worker may claim its runs at once.
+UPDATE kernos_runs SET lease_expires_at = 0
+WHERE owner = %(owner)s::text AND status = 'running'
+RETURNING run_id;
+
+-- name: upsert_worker
+INSERT INTO kernos_workers (worker_id, host, pid, pid_start, started_at, heartbeat_at, state)
+VALUES (%(worker_id)s, %(host)s, %(pid)s, %(pid_start)s, %(now)s::double precision,
+        %(now)s::double precision, %(state)s)
+ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, state = excluded.state;
+
+-- name: heartbeat_worker
+UPDATE kernos_workers SET heartbeat_at = %(now)s WHERE worker_id = %(worker_id)s::text;
+
+-- name: set_worker_state
+UPDATE kernos_workers SET state = %(state)s, heartbeat_at = %(now)s
+WHERE worker_id = %(worker_id)s::text;
+
+-- name: list_workers
+SELECT * FROM kernos_workers ORDER BY started_at;
+
+-- name: live_workers_on_host
+SELECT * FROM kernos_workers WHERE host = %(host)s::text AND state IN ('active', 'draining');
+
+-- name: stale_workers
+UPDATE kernos_workers SET state = 'stale'
+WHERE state IN ('active', 'draining') AND heartbeat_at < %(cutoff)s::double precision
+RETURNING worker_id;
+
+-- name: load_journal
+SELECT * FROM kernos_journal WHERE run_id = %(run_id)s::text ORDER BY seq;
+
+-- name: get_entry
+SELECT * FROM kernos_journal WHERE run_id = %(run_id)s::text AND seq = %(seq)s::integer;
+
+-- name: copy_journal
+INSERT INTO kernos_journal (
+    run_id, seq, kind, name, status, args_hash, output, error, attempts, detail,
+    started_at, finished_at
+)
+SELECT %(new_run_id)s::text, seq, kind, name, status, args_hash, output, error, attempts,
+       detail, started_at, finished_at
+FROM kernos_journal WHERE run_id = %(run_id)s::text AND seq < %(before_seq)s::integer
+ORDER BY seq;
+
+-- name: supersede_run
+UPDATE kernos_runs SET superseded_by = %(new_run_id)s, updated_at = %(now)s
+WHERE run_id = %(run_id)s::text;
+
+-- name: list_checkpoints
+SELECT * FROM kernos_journal WHERE run_id = %(run_id)s::text AND kind = 'checkpoint' ORDER BY seq;
+
+-- name: list_events
+SELECT * FROM kernos_events
+WHERE (%(run_id)s::text IS NULL OR run_id = %(run_id)s::text)
+  AND event_id > %(after)s::bigint
+ORDER BY event_id
+LIMIT %(limit)s;
+
+-- name: insert_message
+INSERT INTO kernos_messages (run_id, topic, payload, sent_at)
+VALUES (%(run_id)s, %(topic)s, %(payload)s, %(now)s);
+
+-- name: take_message
+UPDATE kernos_messages SET consumed_seq = %(seq)s
+WHERE message_id = (
+    SELECT message_id FROM kernos_messages
+    WHERE run_id = %(run_id)s::text AND topic = %(topic)s::text AND consumed_seq IS NULL
+    ORDER BY message_id LIMIT 1
+    FOR UPDATE
+)
+RETURNING payload;
+
+-- name: count_unread
+SELECT count(*) AS n FROM kernos_messages
+WHERE run_id = %(run_id)s::text AND consumed_seq IS NULL
+  AND topic IN (SELECT jsonb_array_elements_text(%(topics)s::jsonb));
+
+-- name: count_finished
+SELECT count(*) AS n FROM kernos_runs
+WHERE run_id IN (SELECT jsonb_array_elements_text(%(run_ids)s::jsonb))
+  AND status IN ('succeeded', 'failed', 'cancelled');
+
+-- name: put_blob
+INSERT INTO kernos_blobs (blob_id, data, size, created_at)
+VALUES (%(blob_id)s, %(data)s, %(size)s, %(now)s)
+ON CONFLICT (blob_id) DO NOTHING;
+
+-- name: get_blob
+SELECT data FROM kernos_blobs WHERE blob_id = %(blob_id)s::text;
+
+-- name: insert_patched_entry
+INSERT INTO kernos_journal (
+    run_id, seq, kind, name, status, args_hash, output, error, attempts, detail,
+    started_at, finished_at
+)
+SELECT %(new_run_id)s::text, seq, kind, name, 'ok', args_hash, %(output)s::text, NULL,
+       attempts, detail, started_at, %(now)s::double precision
+FROM kernos_journal WHERE run_id = %(run_id)s::text AND seq = %(seq)s::integer;
+
+-- name: create_version_table
+CREATE TABLE IF NOT EXISTS kernos_schema_version (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    applied_at DOUBLE PRECISION NOT NULL
+);
+
+-- name: applied_versions
+SELECT version FROM kernos_schema_version ORDER BY version;
+
+-- name: record_version
+INSERT INTO kernos_schema_version (version, name, applied_at)
+VALUES (%(version)s, %(name)s, %(now)s);
+
+-- name: lock_migrations
+-- PostgreSQL only: concurrent migrators queue on this transaction-level lock.
+SELECT pg_advisory_xact_lock(%(key)s::bigint);

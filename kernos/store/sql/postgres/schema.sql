@@ -1,0 +1,91 @@
+-- Canonical schema of the latest version. tests/migration checks that the
+-- migration chain produces exactly this.
+CREATE TABLE kernos_runs (
+    run_id           TEXT PRIMARY KEY,
+    workflow         TEXT NOT NULL,
+    version          TEXT NOT NULL,
+    status           TEXT NOT NULL,
+    input            TEXT NOT NULL,
+    output           TEXT,
+    error            TEXT,
+    parent_id        TEXT,
+    parent_seq       INTEGER,
+    forked_from      TEXT,
+    fork_seq         INTEGER,
+    superseded_by    TEXT,
+    queue            TEXT NOT NULL DEFAULT 'default',
+    priority         INTEGER NOT NULL DEFAULT 0,
+    created_at       DOUBLE PRECISION NOT NULL,
+    started_at       DOUBLE PRECISION,
+    finished_at      DOUBLE PRECISION,
+    updated_at       DOUBLE PRECISION NOT NULL,
+    owner            TEXT,
+    lease_epoch      INTEGER NOT NULL DEFAULT 0,
+    lease_expires_at DOUBLE PRECISION,
+    wake_at          DOUBLE PRECISION,
+    wait_topics      TEXT,
+    deadline         DOUBLE PRECISION,
+    timeout          DOUBLE PRECISION,
+    pause_requested  INTEGER NOT NULL DEFAULT 0,
+    executions       INTEGER NOT NULL DEFAULT 0,
+    steps            INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX kernos_runs_pending ON kernos_runs (priority DESC, created_at) WHERE status = 'pending';
+CREATE INDEX kernos_runs_waiting ON kernos_runs (wake_at) WHERE status = 'waiting';
+CREATE INDEX kernos_runs_leased ON kernos_runs (lease_expires_at) WHERE status = 'running';
+CREATE INDEX kernos_runs_owner ON kernos_runs (owner) WHERE owner IS NOT NULL;
+CREATE INDEX kernos_runs_parent ON kernos_runs (parent_id) WHERE parent_id IS NOT NULL;
+CREATE INDEX kernos_runs_created ON kernos_runs (created_at);
+
+CREATE TABLE kernos_journal (
+    run_id      TEXT NOT NULL REFERENCES kernos_runs (run_id),
+    seq         INTEGER NOT NULL,
+    kind        TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    args_hash   TEXT,
+    output      TEXT,
+    error       TEXT,
+    attempts    TEXT,
+    detail      TEXT,
+    started_at  DOUBLE PRECISION NOT NULL,
+    finished_at DOUBLE PRECISION,
+    PRIMARY KEY (run_id, seq)
+);
+
+CREATE TABLE kernos_events (
+    event_id BIGSERIAL PRIMARY KEY,
+    run_id   TEXT NOT NULL,
+    kind     TEXT NOT NULL,
+    at       DOUBLE PRECISION NOT NULL,
+    data     TEXT
+);
+CREATE INDEX kernos_events_run ON kernos_events (run_id, event_id);
+
+CREATE TABLE kernos_messages (
+    message_id   BIGSERIAL PRIMARY KEY,
+    run_id       TEXT NOT NULL,
+    topic        TEXT NOT NULL,
+    payload      TEXT NOT NULL,
+    sent_at      DOUBLE PRECISION NOT NULL,
+    consumed_seq INTEGER
+);
+CREATE INDEX kernos_messages_unread ON kernos_messages (run_id, topic, message_id)
+    WHERE consumed_seq IS NULL;
+
+CREATE TABLE kernos_blobs (
+    blob_id    TEXT PRIMARY KEY,
+    data       TEXT NOT NULL,
+    size       BIGINT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL
+);
+
+CREATE TABLE kernos_workers (
+    worker_id    TEXT PRIMARY KEY,
+    host         TEXT NOT NULL,
+    pid          INTEGER NOT NULL,
+    pid_start    TEXT,
+    started_at   DOUBLE PRECISION NOT NULL,
+    heartbeat_at DOUBLE PRECISION NOT NULL,
+    state        TEXT NOT NULL
+);
