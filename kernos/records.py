@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 
-class RunStatus(str, enum.Enum):
+class RunStatus(enum.StrEnum):
     """Where a run is in its life."""
 
     PENDING = "pending"  # waiting for a worker to claim it
@@ -45,7 +45,7 @@ class RunStatus(str, enum.Enum):
 _TERMINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
 
 
-class EntryKind(str, enum.Enum):
+class EntryKind(enum.StrEnum):
     """What a journal entry records."""
 
     STEP = "step"  # a step function's result or final failure
@@ -55,7 +55,7 @@ class EntryKind(str, enum.Enum):
     CHECKPOINT = "checkpoint"  # a named state snapshot with its SHA-256 checksum
 
 
-class EntryStatus(str, enum.Enum):
+class EntryStatus(enum.StrEnum):
     """Whether a journal entry is settled."""
 
     PENDING = "pending"  # a wait that has begun and not ended (sleep, recv, child)

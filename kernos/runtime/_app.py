@@ -125,17 +125,30 @@ class Kernos:
         if lease <= 0 or poll_interval <= 0:
             raise errors.ConfigError("lease and poll_interval must be positive")
         self.store = (
-            open_store(store, durable=durable, blob_threshold=blob_threshold,
-                       blob_dir=blob_dir, clock=clock)
-            if isinstance(store, str) else store
+            open_store(
+                store,
+                durable=durable,
+                blob_threshold=blob_threshold,
+                blob_dir=blob_dir,
+                clock=clock,
+            )
+            if isinstance(store, str)
+            else store
         )
         self.registry: Registry = registry
         self.claims = worker
         self.migrate_on_open = migrate
         self.clock = clock
-        self.engine = Engine(self.store, self.registry, concurrency=concurrency, lease_s=lease,
-                             poll_interval=poll_interval, inline_wait=inline_wait,
-                             threads=threads, clock=clock)
+        self.engine = Engine(
+            self.store,
+            self.registry,
+            concurrency=concurrency,
+            lease_s=lease,
+            poll_interval=poll_interval,
+            inline_wait=inline_wait,
+            threads=threads,
+            clock=clock,
+        )
         self._open = False
         self._opening: asyncio.Lock | None = None
 
@@ -155,7 +168,10 @@ class Kernos:
                 if applied < needed:
                     raise errors.MigrationError(
                         f"the store is at schema version {applied}, this code needs {needed}; "
-                        "run `kernos db migrate`", applied=applied, needed=needed)
+                        "run `kernos db migrate`",
+                        applied=applied,
+                        needed=needed,
+                    )
             await self.engine.start(claim=self.claims)
             self._open = True
         return self
@@ -171,7 +187,9 @@ class Kernos:
         return await self.open()
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         await self.close()
@@ -204,14 +222,16 @@ class Kernos:
         """
         if not isinstance(workflow, Workflow):
             raise errors.UsageError(
-                f"{workflow!r} is not a workflow; decorate it with @kernos.workflow")
+                f"{workflow!r} is not a workflow; decorate it with @kernos.workflow"
+            )
         await self.open()
         new = NewRun(
             run_id=run_id or uuid.uuid4().hex,
             workflow=workflow.name,
             version=workflow.version,
-            input=encode({"args": list(args), "kwargs": kwargs},
-                         what=f"input of workflow {workflow.name!r}"),
+            input=encode(
+                {"args": list(args), "kwargs": kwargs}, what=f"input of workflow {workflow.name!r}"
+            ),
             owner=self.engine.worker_id,
             lease_s=self.engine.lease_s,
             timeout=timeout if timeout is not None else workflow.timeout,
@@ -240,17 +260,24 @@ class Kernos:
         """List runs, newest first; pass the last run's ``(created_at, run_id)`` as
         ``before`` for the next page."""
         status_value = RunStatus(status).value if status is not None else None
-        return await self.store.list_runs(RunFilter(status=status_value, workflow=workflow,
-                                                    parent_id=parent_id, limit=limit,
-                                                    before=before))
+        return await self.store.list_runs(
+            RunFilter(
+                status=status_value,
+                workflow=workflow,
+                parent_id=parent_id,
+                limit=limit,
+                before=before,
+            )
+        )
 
     async def journal(self, run_id: str) -> list[JournalEntry]:
         """A run's journal entries in order."""
         await self.store.get_run(run_id)
         return await self.store.load_journal(run_id)
 
-    async def events(self, run_id: str | None = None, *, after: int = 0,
-                     limit: int = 1000) -> list[Event]:
+    async def events(
+        self, run_id: str | None = None, *, after: int = 0, limit: int = 1000
+    ) -> list[Event]:
         """Events (of one run, or all) with ids above ``after``, oldest first."""
         return await self.store.list_events(run_id, after=after, limit=limit)
 
@@ -332,31 +359,48 @@ class Kernos:
         if unsettled:
             raise errors.InvalidForkError(
                 f"run {run_id!r} has an unfinished wait at seq {unsettled[0]}; fork at or "
-                f"before seq {unsettled[0]}", run_id=run_id, at_seq=at_seq)
+                f"before seq {unsettled[0]}",
+                run_id=run_id,
+                at_seq=at_seq,
+            )
         if at_seq > len(journal) or (apply_patch and at_seq not in settled):
             raise errors.InvalidForkError(
                 f"run {run_id!r} has no settled journal entry at seq {at_seq} (it has "
-                f"{len(journal)}); `kernos runs show {run_id}` lists them", run_id=run_id,
-                at_seq=at_seq)
-        if apply_patch and settled[at_seq].kind not in (EntryKind.STEP, EntryKind.RECV,
-                                                        EntryKind.CHILD):
+                f"{len(journal)}); `kernos runs show {run_id}` lists them",
+                run_id=run_id,
+                at_seq=at_seq,
+            )
+        if apply_patch and settled[at_seq].kind not in (
+            EntryKind.STEP,
+            EntryKind.RECV,
+            EntryKind.CHILD,
+        ):
             raise errors.InvalidForkError(
                 f"seq {at_seq} of run {run_id!r} is a {settled[at_seq].kind.value}; only step, "
-                "recv and child results can be patched", run_id=run_id, at_seq=at_seq)
+                "recv and child results can be patched",
+                run_id=run_id,
+                at_seq=at_seq,
+            )
         if not source.status.terminal:
             await self.cancel(run_id, "superseded by a fork")
         fork_id = new_run_id or f"{run_id}~{uuid.uuid4().hex[:8]}"
-        new = NewRun(run_id=fork_id, workflow=source.workflow, version=source.version,
-                     input=encode(source.input, what="input"), forked_from=run_id,
-                     fork_seq=at_seq, queue=source.queue, priority=source.priority,
-                     timeout=source.timeout)
+        new = NewRun(
+            run_id=fork_id,
+            workflow=source.workflow,
+            version=source.version,
+            input=encode(source.input, what="input"),
+            forked_from=run_id,
+            fork_seq=at_seq,
+            queue=source.queue,
+            priority=source.priority,
+            timeout=source.timeout,
+        )
         text = encode(patch, what=f"patch for seq {at_seq}") if apply_patch else None
         await self.store.fork(run_id, at_seq, text, new)
         self.engine.poke()
         return RunHandle(self, fork_id, self.registry.get(source.workflow))
 
-    async def _fork_position(self, run_id: str, at: int | str, journal: list[JournalEntry]
-                             ) -> int:
+    async def _fork_position(self, run_id: str, at: int | str, journal: list[JournalEntry]) -> int:
         if isinstance(at, int):
             if at < 0:
                 raise errors.InvalidForkError(f"seq must be 0 or more, got {at}", at_seq=at)
@@ -379,7 +423,9 @@ class Kernos:
             raise errors.WorkflowNotFoundError(
                 f"cannot replay run {run_id!r}: workflow {run.workflow!r} is not registered "
                 "in this process; import the module that defines it",
-                workflow=run.workflow, run_id=run_id)
+                workflow=run.workflow,
+                run_id=run_id,
+            )
         return await replay(workflow, run, await self.store.load_journal(run_id))
 
     # -- checkpoints ---------------------------------------------------------------
@@ -403,11 +449,17 @@ class Kernos:
         if not matches:
             raise errors.InvalidForkError(
                 f"run {run_id!r} has no checkpoint named {name!r}; `kernos checkpoints list "
-                f"{run_id}` shows its checkpoints", run_id=run_id, name=name)
+                f"{run_id}` shows its checkpoints",
+                run_id=run_id,
+                name=name,
+            )
         checkpoint = matches[-1]
         if not checkpoint.intact:
             raise errors.ChecksumMismatchError(
                 f"checkpoint {name!r} of run {run_id!r} (seq {checkpoint.seq}) does not match "
                 "its SHA-256 checksum: the stored state was altered or corrupted",
-                run_id=run_id, seq=checkpoint.seq, expected=checkpoint.sha256)
+                run_id=run_id,
+                seq=checkpoint.seq,
+                expected=checkpoint.sha256,
+            )
         return checkpoint

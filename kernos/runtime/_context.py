@@ -175,22 +175,28 @@ class RunContext:
         found = f"{kind.value} {name!r}" + (f" args {arg_hash}" if arg_hash else "")
         if entry is None:
             if self.replaying:
-                raise DivergenceFound(Divergence(seq=seq, reason="extra", expected="end of journal",
-                                                 found=found))
+                raise DivergenceFound(
+                    Divergence(seq=seq, reason="extra", expected="end of journal", found=found)
+                )
             return None
         expected = f"{entry.kind.value} {entry.name!r}" + (
             f" args {entry.args_hash}" if entry.args_hash else ""
         )
         reason = (
-            "kind" if entry.kind is not kind
-            else "name" if entry.name != name
-            else "args" if arg_hash and entry.args_hash and entry.args_hash != arg_hash
+            "kind"
+            if entry.kind is not kind
+            else "name"
+            if entry.name != name
+            else "args"
+            if arg_hash and entry.args_hash and entry.args_hash != arg_hash
             else None
         )
         if reason is None:
             return entry
         if self.replaying:
-            raise DivergenceFound(Divergence(seq=seq, reason=reason, expected=expected, found=found))
+            raise DivergenceFound(
+                Divergence(seq=seq, reason=reason, expected=expected, found=found)
+            )
         self.failure = errors.NondeterminismError(
             f"run {self.run_id!r} diverged from its journal at seq {seq}: the journal has "
             f"{expected}, the code now asks for {found}. The workflow changed since the run "
@@ -235,8 +241,9 @@ class RunContext:
 
     # -- steps ------------------------------------------------------------------
 
-    def call_step(self, step: Step[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-                  ) -> Coroutine[Any, Any, Any]:
+    def call_step(
+        self, step: Step[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Coroutine[Any, Any, Any]:
         """Begin a step call at the next journal position."""
         return self._step(self.take_seq(), step, args, kwargs)
 
@@ -258,31 +265,73 @@ class RunContext:
                 break
             except Exception as exc:
                 attempt = len(attempts) + 1
-                attempts.append({"attempt": attempt, "error": describe_error(exc),
-                                 "started_at": attempt_started,
-                                 "duration": engine.clock() - attempt_started})
+                attempts.append(
+                    {
+                        "attempt": attempt,
+                        "error": describe_error(exc),
+                        "started_at": attempt_started,
+                        "duration": engine.clock() - attempt_started,
+                    }
+                )
                 if not step.retry.should_retry(exc, attempt):
-                    await self.write(self._entry(
-                        seq, EntryKind.STEP, step.name, status=EntryStatus.ERROR.value,
-                        args_hash=arg_hash, error=encode(describe_error(exc), what="step error"),
-                        attempts=encode(attempts, what="attempts"), started_at=started,
-                        finished_at=engine.clock(), event_kind="step.failed",
-                        event_data=encode({"seq": seq, "name": step.name, "attempts": attempt,
-                                           "error": str(exc)}, what="event"),
-                    ))
+                    await self.write(
+                        self._entry(
+                            seq,
+                            EntryKind.STEP,
+                            step.name,
+                            status=EntryStatus.ERROR.value,
+                            args_hash=arg_hash,
+                            error=encode(describe_error(exc), what="step error"),
+                            attempts=encode(attempts, what="attempts"),
+                            started_at=started,
+                            finished_at=engine.clock(),
+                            event_kind="step.failed",
+                            event_data=encode(
+                                {
+                                    "seq": seq,
+                                    "name": step.name,
+                                    "attempts": attempt,
+                                    "error": str(exc),
+                                },
+                                what="event",
+                            ),
+                        )
+                    )
                     raise
                 delay = step.retry.delay(attempt)
-                engine.writer.submit(EventWrite(run_id=self.run_id, kind="step.retrying", data=encode(
-                    {"seq": seq, "name": step.name, "attempt": attempt, "delay": delay,
-                     "error": str(exc)}, what="event")))
+                engine.writer.submit(
+                    EventWrite(
+                        run_id=self.run_id,
+                        kind="step.retrying",
+                        data=encode(
+                            {
+                                "seq": seq,
+                                "name": step.name,
+                                "attempt": attempt,
+                                "delay": delay,
+                                "error": str(exc),
+                            },
+                            what="event",
+                        ),
+                    )
+                )
                 await asyncio.sleep(delay)
         finished = engine.clock()
-        await self.write(self._entry(
-            seq, EntryKind.STEP, step.name, status=EntryStatus.OK.value, args_hash=arg_hash,
-            output=text, attempts=encode(attempts, what="attempts") if attempts else None,
-            started_at=started, finished_at=finished, event_kind="step.completed",
-            event_data=f'{{"seq":{seq},"duration":{finished - started:.6f}}}',
-        ))
+        await self.write(
+            self._entry(
+                seq,
+                EntryKind.STEP,
+                step.name,
+                status=EntryStatus.OK.value,
+                args_hash=arg_hash,
+                output=text,
+                attempts=encode(attempts, what="attempts") if attempts else None,
+                started_at=started,
+                finished_at=finished,
+                event_kind="step.completed",
+                event_data=f'{{"seq":{seq},"duration":{finished - started:.6f}}}',
+            )
+        )
         if type(value) in _PLAIN_RESULTS:
             return value
         return restore(decode(text), step.return_type)
@@ -297,7 +346,8 @@ class RunContext:
             else:
                 run_in_context = contextvars.copy_context().run
                 call = self.loop.run_in_executor(
-                    self._live().threads, functools.partial(run_in_context, step.fn, *args, **kwargs)
+                    self._live().threads,
+                    functools.partial(run_in_context, step.fn, *args, **kwargs),
                 )
             if step.timeout is None:
                 return await call
@@ -310,7 +360,8 @@ class RunContext:
                     raise
                 raise errors.StepTimeoutError(
                     f"step {step.name!r} ran past its {step.timeout}s timeout",
-                    step=step.name, timeout=step.timeout,
+                    step=step.name,
+                    timeout=step.timeout,
                 ) from exc
         finally:
             _in_step.reset(token)
@@ -328,8 +379,11 @@ class RunContext:
         if entry is None:
             wake_at = engine.clock() + max(0.0, seconds)
             detail = encode({"wake_at": wake_at, "seconds": seconds}, what="sleep")
-            await self.write(self._entry(seq, EntryKind.SLEEP, "sleep",
-                                         status=EntryStatus.PENDING.value, detail=detail))
+            await self.write(
+                self._entry(
+                    seq, EntryKind.SLEEP, "sleep", status=EntryStatus.PENDING.value, detail=detail
+                )
+            )
         else:
             wake_at = float(typing.cast(dict[str, Any], entry.detail)["wake_at"])
             detail = encode(entry.detail, what="sleep")
@@ -338,9 +392,18 @@ class RunContext:
             raise Suspend(wake_at=wake_at)
         if remaining > 0:
             await asyncio.sleep(remaining)
-        await self.write(self._entry(seq, EntryKind.SLEEP, "sleep", status=EntryStatus.OK.value,
-                                     detail=detail, finished_at=engine.clock(),
-                                     event_kind="sleep.done", event_data=f'{{"seq":{seq}}}'))
+        await self.write(
+            self._entry(
+                seq,
+                EntryKind.SLEEP,
+                "sleep",
+                status=EntryStatus.OK.value,
+                detail=detail,
+                finished_at=engine.clock(),
+                event_kind="sleep.done",
+                event_data=f'{{"seq":{seq}}}',
+            )
+        )
 
     async def recv(self, seq: int, topic: str, timeout: float | None) -> JSON:
         """A durable wait at ``seq`` for the next message on ``topic``."""
@@ -355,8 +418,13 @@ class RunContext:
             deadline = now + timeout if timeout is not None else None
         else:
             deadline = typing.cast(dict[str, Any], entry.detail).get("deadline")
-        write = self._entry(seq, EntryKind.RECV, topic, status=EntryStatus.PENDING.value,
-                            detail=encode({"topic": topic, "deadline": deadline}, what="recv"))
+        write = self._entry(
+            seq,
+            EntryKind.RECV,
+            topic,
+            status=EntryStatus.PENDING.value,
+            detail=encode({"topic": topic, "deadline": deadline}, what="recv"),
+        )
         timed_out = deadline is not None and now >= deadline
         fence, settled, payload = await engine.store.receive(write, topic, timed_out=timed_out)
         self.check_fence(fence)
@@ -385,28 +453,49 @@ class RunContext:
         child_id = f"{self.run_id}.{seq}"
         self.children.append(child_id)
         if entry is None:
-            await self.write(self._entry(seq, EntryKind.CHILD, wf.name,
-                                         status=EntryStatus.PENDING.value, args_hash=arg_hash,
-                                         detail=encode({"child_id": child_id}, what="child")))
+            await self.write(
+                self._entry(
+                    seq,
+                    EntryKind.CHILD,
+                    wf.name,
+                    status=EntryStatus.PENDING.value,
+                    args_hash=arg_hash,
+                    detail=encode({"child_id": child_id}, what="child"),
+                )
+            )
         new = NewRun(
-            run_id=child_id, workflow=wf.name, version=wf.version,
-            input=encode({"args": list(args), "kwargs": kwargs},
-                         what=f"input of child workflow {wf.name!r}"),
-            parent_id=self.run_id, parent_seq=seq, timeout=wf.timeout, queue=self.run.queue,
+            run_id=child_id,
+            workflow=wf.name,
+            version=wf.version,
+            input=encode(
+                {"args": list(args), "kwargs": kwargs}, what=f"input of child workflow {wf.name!r}"
+            ),
+            parent_id=self.run_id,
+            parent_seq=seq,
+            timeout=wf.timeout,
+            queue=self.run.queue,
         )
         child = await engine.run_child(new)
         if child is None:
             raise Suspend(children=[child_id])
         ok = child.status is RunStatus.SUCCEEDED
-        await self.write(self._entry(
-            seq, EntryKind.CHILD, wf.name, args_hash=arg_hash,
-            status=(EntryStatus.OK if ok else EntryStatus.ERROR).value,
-            output=encode(child.output, what="child output") if ok else None,
-            error=None if ok else encode(child_error(child), what="child error"),
-            detail=encode({"child_id": child_id}, what="child"), finished_at=engine.clock(),
-            event_kind="child.done", event_data=encode(
-                {"seq": seq, "child_id": child_id, "status": child.status.value}, what="event"),
-        ))
+        await self.write(
+            self._entry(
+                seq,
+                EntryKind.CHILD,
+                wf.name,
+                args_hash=arg_hash,
+                status=(EntryStatus.OK if ok else EntryStatus.ERROR).value,
+                output=encode(child.output, what="child output") if ok else None,
+                error=None if ok else encode(child_error(child), what="child error"),
+                detail=encode({"child_id": child_id}, what="child"),
+                finished_at=engine.clock(),
+                event_kind="child.done",
+                event_data=encode(
+                    {"seq": seq, "child_id": child_id, "status": child.status.value}, what="event"
+                ),
+            )
+        )
         if not ok:
             raise failure_of(child)
         return restore(child.output, wf.return_type)
@@ -423,9 +512,14 @@ class RunContext:
             self._verify_checkpoint(entry, digest)
             return
         write = self._entry(
-            seq, EntryKind.CHECKPOINT, name, status=EntryStatus.OK.value, output=text,
+            seq,
+            EntryKind.CHECKPOINT,
+            name,
+            status=EntryStatus.OK.value,
+            output=text,
             detail=encode({"sha256": digest}, what="checkpoint"),
-            finished_at=self._live().clock(), event_kind="checkpoint",
+            finished_at=self._live().clock(),
+            event_kind="checkpoint",
             event_data=encode({"seq": seq, "name": name, "sha256": digest}, what="event"),
         )
         if threading.get_ident() == self._loop_thread:
@@ -438,21 +532,33 @@ class RunContext:
         actual = checksum(encode(entry.output, what="checkpoint"))
         if actual != recorded:
             if self.replaying:
-                raise DivergenceFound(Divergence(seq=entry.seq, reason="checksum",
-                                                 expected=str(recorded), found=actual))
+                raise DivergenceFound(
+                    Divergence(
+                        seq=entry.seq, reason="checksum", expected=str(recorded), found=actual
+                    )
+                )
             raise errors.ChecksumMismatchError(
                 f"checkpoint {entry.name!r} of run {self.run_id!r} (seq {entry.seq}) does not "
                 f"match its SHA-256: the stored state was altered or corrupted",
-                run_id=self.run_id, seq=entry.seq, expected=recorded, found=actual,
+                run_id=self.run_id,
+                seq=entry.seq,
+                expected=recorded,
+                found=actual,
             )
         if recorded != digest:
             if self.replaying:
-                raise DivergenceFound(Divergence(seq=entry.seq, reason="checkpoint",
-                                                 expected=str(recorded), found=digest))
+                raise DivergenceFound(
+                    Divergence(
+                        seq=entry.seq, reason="checkpoint", expected=str(recorded), found=digest
+                    )
+                )
             self.failure = errors.NondeterminismError(
                 f"run {self.run_id!r} diverged at seq {entry.seq}: checkpoint {entry.name!r} "
                 "now holds a different state than the journal recorded",
-                run_id=self.run_id, seq=entry.seq, expected=recorded, found=digest,
+                run_id=self.run_id,
+                seq=entry.seq,
+                expected=recorded,
+                found=digest,
             )
             raise self.failure
 
@@ -503,8 +609,10 @@ def describe_error(exc: BaseException) -> dict[str, Any]:
         info["args"] = _json_or_repr(list(exc.args))
     cause = exc.__cause__ or exc.__context__
     if cause is not None and cause is not exc:
-        info["cause"] = {"type": f"{type(cause).__module__}.{type(cause).__qualname__}",
-                         "message": str(cause)}
+        info["cause"] = {
+            "type": f"{type(cause).__module__}.{type(cause).__qualname__}",
+            "message": str(cause),
+        }
     return info
 
 

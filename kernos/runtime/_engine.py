@@ -11,6 +11,7 @@ journal ends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -75,8 +76,14 @@ class Engine:
         self.writer.start()
         pid = os.getpid()
         now = self.clock()
-        worker = Worker(worker_id=self.worker_id, host=socket.gethostname(), pid=pid,
-                        started_at=now, heartbeat_at=now, state="active")
+        worker = Worker(
+            worker_id=self.worker_id,
+            host=socket.gethostname(),
+            pid=pid,
+            started_at=now,
+            heartbeat_at=now,
+            state="active",
+        )
         await self.store.register_worker(worker, process_start_marker(pid))
         await self.retire_dead_local_workers()
         loop = asyncio.get_running_loop()
@@ -137,10 +144,8 @@ class Engine:
     async def wait_changed(self, run_id: str, timeout: float) -> None:
         """Wait until a local execution of ``run_id`` ends, or ``timeout``."""
         event = self._changed.setdefault(run_id, asyncio.Event())
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), timeout)
-        except TimeoutError:
-            pass
 
     def stop_local(self, run_ids: list[str]) -> None:
         """Interrupt local executions of runs that were cancelled or taken away."""
@@ -157,17 +162,29 @@ class Engine:
     async def _execute(self, run: Run) -> None:
         workflow = self.registry.get(run.workflow)
         if workflow is None:  # claims filter by name, so only a stale registry gets here
-            await self._finish(run, RunStatus.FAILED, error=describe_error(
-                errors.WorkflowNotFoundError(
-                    f"workflow {run.workflow!r} is not registered in this process; import "
-                    "the module that defines it", workflow=run.workflow)))
+            await self._finish(
+                run,
+                RunStatus.FAILED,
+                error=describe_error(
+                    errors.WorkflowNotFoundError(
+                        f"workflow {run.workflow!r} is not registered in this process; import "
+                        "the module that defines it",
+                        workflow=run.workflow,
+                    )
+                ),
+            )
             return
         load = run.executions > 1 or run.forked_from is not None
         while True:
             journal = await self.store.load_journal(run.run_id) if load else []
-            ctx = RunContext(run=run, epoch=run.lease_epoch, workflow=workflow,
-                             journal={entry.seq: entry for entry in journal}, engine=self,
-                             loop=asyncio.get_running_loop())
+            ctx = RunContext(
+                run=run,
+                epoch=run.lease_epoch,
+                workflow=workflow,
+                journal={entry.seq: entry for entry in journal},
+                engine=self,
+                loop=asyncio.get_running_loop(),
+            )
             if not await self._execute_once(ctx):
                 return
             load = True  # woken before suspending: go again with what is now journaled
@@ -190,8 +207,10 @@ class Engine:
                 return False
             raise
         except errors.StoreError as exc:
-            logger.error("run abandoned: store failed", extra={
-                "action": "run_abandoned", "run_id": run.run_id, "error": str(exc)})
+            logger.error(
+                "run abandoned: store failed",
+                extra={"action": "run_abandoned", "run_id": run.run_id, "error": str(exc)},
+            )
             return False
         except errors.RunTimeoutError as exc:
             await self._finish(run, RunStatus.FAILED, error=describe_error(exc))
@@ -218,7 +237,8 @@ class Engine:
                 raise
             raise errors.RunTimeoutError(
                 f"run {ctx.run_id!r} ran past its {ctx.run.timeout}s timeout",
-                run_id=ctx.run_id, timeout=ctx.run.timeout,
+                run_id=ctx.run_id,
+                timeout=ctx.run.timeout,
             ) from exc
 
     async def _suspend(self, ctx: RunContext, wait: Suspend) -> bool:
@@ -231,29 +251,41 @@ class Engine:
         if wait.pause:
             await self.store.pause_at_boundary(ctx.run_id, ctx.epoch)
             return False
-        fence = await self.store.suspend(ctx.run_id, ctx.epoch, wake_at=wait.wake_at,
-                                         topics=wait.topics, children=wait.children)
+        fence = await self.store.suspend(
+            ctx.run_id, ctx.epoch, wake_at=wait.wake_at, topics=wait.topics, children=wait.children
+        )
         return fence is Fence.READY
 
     async def _finish(
-        self, run: Run, status: RunStatus, *, output: str | None = None,
+        self,
+        run: Run,
+        status: RunStatus,
+        *,
+        output: str | None = None,
         error: dict[str, object] | None = None,
     ) -> None:
-        fence = await self.writer.submit(FinishWrite(
-            run_id=run.run_id, epoch=run.lease_epoch, status=status.value, output=output,
-            error=encode(error, what="run error") if error is not None else None,
-            event_data=encode({"error": error}, what="event") if error is not None else None,
-        ))
+        fence = await self.writer.submit(
+            FinishWrite(
+                run_id=run.run_id,
+                epoch=run.lease_epoch,
+                status=status.value,
+                output=output,
+                error=encode(error, what="run error") if error is not None else None,
+                event_data=encode({"error": error}, what="event") if error is not None else None,
+            )
+        )
         if fence is Fence.LOST:
-            logger.info("run finished elsewhere", extra={"action": "finish_lost",
-                                                          "run_id": run.run_id})
+            logger.info(
+                "run finished elsewhere", extra={"action": "finish_lost", "run_id": run.run_id}
+            )
         if run.parent_id is not None:
             self._wakeup.set()
 
     async def run_child(self, new: NewRun) -> Run | None:
         """Create (once) and execute a child run here; return it if it has ended."""
-        created = await self.store.create_run(replace(new, owner=self.worker_id,
-                                                      lease_s=self.lease_s))
+        created = await self.store.create_run(
+            replace(new, owner=self.worker_id, lease_s=self.lease_s)
+        )
         if created:
             self.launch(await self.store.get_run(new.run_id))
         task = self._tasks.get(new.run_id)
@@ -272,11 +304,13 @@ class Engine:
             names = self.registry.names()
             if limit > 0 and names:
                 try:
-                    claimed = await self.store.claim(self.worker_id, limit=limit,
-                                                     lease_s=self.lease_s, workflows=names)
+                    claimed = await self.store.claim(
+                        self.worker_id, limit=limit, lease_s=self.lease_s, workflows=names
+                    )
                 except errors.StoreError as exc:
-                    logger.warning("claim failed", extra={"action": "claim_failed",
-                                                          "error": str(exc)})
+                    logger.warning(
+                        "claim failed", extra={"action": "claim_failed", "error": str(exc)}
+                    )
             for run in claimed:
                 self.launch(run)
             if claimed and len(claimed) == limit:
@@ -287,10 +321,8 @@ class Engine:
                 now = self.clock()
                 if due is not None and due > now:
                     delay = min(delay, due - now)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), delay)
-            except TimeoutError:
-                pass
             self._wakeup.clear()
 
     async def _heartbeat_loop(self) -> None:
@@ -299,16 +331,23 @@ class Engine:
             try:
                 held = await self.store.heartbeat(self.worker_id, lease_s=self.lease_s)
             except errors.StoreError as exc:
-                logger.warning("heartbeat failed", extra={"action": "heartbeat_failed",
-                                                          "error": str(exc)})
+                logger.warning(
+                    "heartbeat failed", extra={"action": "heartbeat_failed", "error": str(exc)}
+                )
                 continue
             lost = [run_id for run_id in self._tasks if run_id not in held]
             if lost:
                 # Re-check after a moment: a run finishing or suspending right now
                 # is not held either, and needs no interruption.
                 await asyncio.sleep(0.05)
-                self.stop_local([run_id for run_id in lost if run_id in self._tasks
-                                 and (await self.store.get_run(run_id)).owner != self.worker_id])
+                self.stop_local(
+                    [
+                        run_id
+                        for run_id in lost
+                        if run_id in self._tasks
+                        and (await self.store.get_run(run_id)).owner != self.worker_id
+                    ]
+                )
 
     async def _watchdog_loop(self) -> None:
         while True:
@@ -317,8 +356,9 @@ class Engine:
                 await self.store.mark_stale_workers(self.clock() - 2 * self.lease_s)
                 await self.retire_dead_local_workers()
             except errors.StoreError as exc:
-                logger.warning("watchdog failed", extra={"action": "watchdog_failed",
-                                                         "error": str(exc)})
+                logger.warning(
+                    "watchdog failed", extra={"action": "watchdog_failed", "error": str(exc)}
+                )
 
     async def retire_dead_local_workers(self) -> list[str]:
         """Hand the runs of workers that died on this host to the next claim, at once."""

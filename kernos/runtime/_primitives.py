@@ -83,8 +83,9 @@ async def gather(*calls: Awaitable[Any], return_exceptions: bool = False) -> lis
     """
     results = await asyncio.gather(*calls, return_exceptions=True)
     for result in results:
-        if isinstance(result, errors.Cancelled | DivergenceFound | JournalEnd
-                      | asyncio.CancelledError):
+        if isinstance(
+            result, errors.Cancelled | DivergenceFound | JournalEnd | asyncio.CancelledError
+        ):
             raise result
     waits = [r for r in results if isinstance(r, Suspend)]
     if waits:

@@ -59,24 +59,34 @@ class ReplayReport:
         return f"diverged at seq {d.seq} ({d.reason}): expected {d.expected}, found {d.found}"
 
 
-async def replay(workflow: Workflow[Any, Any], run: Run, journal: list[JournalEntry]
-                 ) -> ReplayReport:
+async def replay(
+    workflow: Workflow[Any, Any], run: Run, journal: list[JournalEntry]
+) -> ReplayReport:
     """Replay ``run`` under ``workflow``'s current code; see :class:`ReplayReport`.
 
     No step function runs, no timer waits and nothing is written: every durable
     call is answered from the journal.
     """
-    ctx = RunContext(run=run, epoch=run.lease_epoch, workflow=workflow,
-                     journal={entry.seq: entry for entry in journal}, engine=None,
-                     loop=asyncio.get_running_loop())
+    ctx = RunContext(
+        run=run,
+        epoch=run.lease_epoch,
+        workflow=workflow,
+        journal={entry.seq: entry for entry in journal},
+        engine=None,
+        loop=asyncio.get_running_loop(),
+    )
     # A run that did not finish (or was cancelled) has a journal that simply
     # stops: code asking for more is not a divergence, just the end of the record.
     complete = run.status in (RunStatus.SUCCEEDED, RunStatus.FAILED)
 
     def report(divergence: Divergence | None) -> ReplayReport:
-        return ReplayReport(run_id=run.run_id, identical=divergence is None,
-                            divergence=divergence, entries_checked=len(ctx.visited),
-                            complete=complete)
+        return ReplayReport(
+            run_id=run.run_id,
+            identical=divergence is None,
+            divergence=divergence,
+            entries_checked=len(ctx.visited),
+            complete=complete,
+        )
 
     try:
         output = await ctx.invoke()
@@ -89,18 +99,29 @@ async def replay(workflow: Workflow[Any, Any], run: Run, journal: list[JournalEn
     except Exception as exc:
         if run.status is RunStatus.FAILED:
             return report(_first_unvisited(ctx))
-        return report(Divergence(seq=ctx.seq, reason="error", expected="the recorded outcome",
-                                 found=f"{type(exc).__qualname__}: {exc}"))
+        return report(
+            Divergence(
+                seq=ctx.seq,
+                reason="error",
+                expected="the recorded outcome",
+                found=f"{type(exc).__qualname__}: {exc}",
+            )
+        )
     divergence = _first_unvisited(ctx)
     if divergence is None and run.status is RunStatus.SUCCEEDED:
         recorded = encode(run.output, what="recorded output")
         produced = encode(output, what="replayed output")
         if recorded != produced:
-            divergence = Divergence(seq=ctx.seq, reason="output", expected=recorded[:200],
-                                    found=produced[:200])
+            divergence = Divergence(
+                seq=ctx.seq, reason="output", expected=recorded[:200], found=produced[:200]
+            )
     elif divergence is None and run.status is RunStatus.FAILED:
-        divergence = Divergence(seq=ctx.seq, reason="output", expected="the run failed",
-                                found="the code returned normally")
+        divergence = Divergence(
+            seq=ctx.seq,
+            reason="output",
+            expected="the run failed",
+            found="the code returned normally",
+        )
     return report(divergence)
 
 
@@ -108,7 +129,10 @@ def _first_unvisited(ctx: RunContext) -> Divergence | None:
     for seq in sorted(ctx.journal):
         entry = ctx.journal[seq]
         if seq not in ctx.visited and entry.status is not EntryStatus.PENDING:
-            return Divergence(seq=seq, reason="missing",
-                              expected=f"{entry.kind.value} {entry.name!r}",
-                              found="the code no longer makes this call")
+            return Divergence(
+                seq=seq,
+                reason="missing",
+                expected=f"{entry.kind.value} {entry.name!r}",
+                found="the code no longer makes this call",
+            )
     return None

@@ -60,7 +60,9 @@ class Blobs:
                 ) from exc
         row = execute("get_blob", {"blob_id": blob_id}).fetchone()
         if row is None:
-            raise StoreError(f"blob {blob_id} referenced by the journal is missing", blob_id=blob_id)
+            raise StoreError(
+                f"blob {blob_id} referenced by the journal is missing", blob_id=blob_id
+            )
         return str(row["data"])
 
     def _write_file(self, blob_id: str, text: str) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 __all__ = ["EntryWrite", "EventWrite", "Fence", "FinishWrite", "Write"]
 
 
-class Fence(str, enum.Enum):
+class Fence(enum.StrEnum):
     """What a fenced write found when it checked the run's lease."""
 
     OK = "ok"  # written; the run goes on

@@ -29,7 +29,9 @@ def load_queries(dialect: str) -> dict[str, str]:
     """Return ``{name: sql}`` from ``sql/<dialect>/queries.sql``."""
     text = _sql_dir(dialect).joinpath("queries.sql").read_text()
     parts = _NAME.split(text)
-    return {name: body.strip().rstrip(";") for name, body in zip(parts[1::2], parts[2::2])}
+    return {
+        name: body.strip().rstrip(";") for name, body in zip(parts[1::2], parts[2::2], strict=False)
+    }
 
 
 def load_schema(dialect: str) -> str:
@@ -54,5 +56,8 @@ def load_migrations(dialect: str) -> list[Migration]:
 def split_statements(script: str) -> list[str]:
     """Split a migration script on semicolons that end a line; comments dropped."""
     lines = [line for line in script.splitlines() if not line.lstrip().startswith("--")]
-    return [stmt.strip() for stmt in re.split(r";\s*$", "\n".join(lines), flags=re.MULTILINE)
-            if stmt.strip()]
+    return [
+        stmt.strip()
+        for stmt in re.split(r";\s*$", "\n".join(lines), flags=re.MULTILINE)
+        if stmt.strip()
+    ]

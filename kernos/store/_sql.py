@@ -62,7 +62,9 @@ class _Tx:
     def event(self, run_id: str, kind: str, data: dict[str, Any] | str | None = None) -> None:
         if isinstance(data, dict):
             data = orjson.dumps(data).decode()
-        self.execute("insert_event", {"run_id": run_id, "kind": kind, "now": self.now, "data": data})
+        self.execute(
+            "insert_event", {"run_id": run_id, "kind": kind, "now": self.now, "data": data}
+        )
 
     def run(self, run_id: str) -> Run:
         row = self.one("get_run", {"run_id": run_id})
@@ -648,7 +650,7 @@ class SqlStore(Store):
             rows = tx.all("renew_leases", {"owner": worker_id, "expires": tx.now + lease_s})
             return {row["run_id"] for row in rows}
 
-        await self._call(go)
+        return await self._call(go)
 
     async def set_worker_state(self, worker_id: str, state: str) -> None:
         """Set a worker's registry state."""
@@ -696,7 +698,8 @@ class SqlStore(Store):
 
 def _fence(tx: _Tx, write: EntryWrite) -> Fence:
     row = tx.one(
-        "fence", {"run_id": write.run_id, "epoch": write.epoch, "steps": write.seq + 1, "now": tx.now}
+        "fence",
+        {"run_id": write.run_id, "epoch": write.epoch, "steps": write.seq + 1, "now": tx.now},
     )
     if row is None:
         return Fence.LOST
@@ -729,7 +732,9 @@ def _apply_entry(tx: _Tx, write: EntryWrite) -> Fence:
     fence = _fence(tx, write)
     if fence is Fence.LOST:
         return fence
-    _upsert_entry(tx, write, status=write.status, output=write.output, finished_at=write.finished_at)
+    _upsert_entry(
+        tx, write, status=write.status, output=write.output, finished_at=write.finished_at
+    )
     if write.event_kind is not None:
         tx.event(write.run_id, write.event_kind, write.event_data)
     return fence
