@@ -255,6 +255,8 @@ class RunContext:
         if entry is not None:
             return settled_value(entry, step.return_type)
         engine = self._live()
+        if self._unawaited:  # a checkpoint taken just before must be durable before side effects
+            await self.flush()
         attempts: list[dict[str, Any]] = []
         started = engine.clock()
         while True:
