@@ -99,6 +99,10 @@ def show_journal(title: str, entries: list[kernos.JournalEntry]) -> None:
     console.print(table)
 
 
+def effects(lines: list[str]) -> list[str]:
+    return [line.split(" ", 1)[1] for line in lines]
+
+
 def ledger_lines() -> list[str]:
     return LEDGER.read_text().splitlines() if LEDGER.exists() else []
 
@@ -108,7 +112,7 @@ async def main() -> None:
     console.print(f"store: {STORE}\n")
 
     console.print("[bold]1. A worker starts the run and crashes[/bold]")
-    child = subprocess.run(
+    child = subprocess.run(  # noqa: ASYNC221 - nothing else runs while the worker crashes
         [sys.executable, __file__, "--crash"],
         env={**os.environ, "KERNOS_DEMO_CRASH": "1"},
         check=False,
@@ -127,8 +131,8 @@ async def main() -> None:
         result = await app.handle(RUN_ID).result(timeout=30)
         after = ledger_lines()[len(before) :]
         console.print(f"   result: {result}")
-        console.print(f"   side effects before the crash: {[l.split(' ', 1)[1] for l in before]}")
-        console.print(f"   side effects after recovery:   {[l.split(' ', 1)[1] for l in after]}")
+        console.print(f"   side effects before the crash: {effects(before)}")
+        console.print(f"   side effects after recovery:   {effects(after)}")
         console.print("   (the three fetches ran once; only the interrupted step ran again)")
 
         console.print("\n[bold]3. Fork at the summary step with an edited result[/bold]")
