@@ -155,7 +155,11 @@ class Kernos:
     # -- life cycle ---------------------------------------------------------------
 
     async def open(self) -> Kernos:
-        """Migrate the schema (unless disabled), register this worker and start it."""
+        """Migrate the schema (unless disabled); with ``worker=True``, start working.
+
+        An app with ``worker=False`` joins the worker registry only once it
+        executes something (:meth:`start`), so read-only tools never appear there.
+        """
         if self._opening is None:
             self._opening = asyncio.Lock()
         async with self._opening:
@@ -172,7 +176,8 @@ class Kernos:
                         applied=applied,
                         needed=needed,
                     )
-            await self.engine.start(claim=self.claims)
+            if self.claims:
+                await self.engine.start(claim=True)
             self._open = True
         return self
 
@@ -225,6 +230,7 @@ class Kernos:
                 f"{workflow!r} is not a workflow; decorate it with @kernos.workflow"
             )
         await self.open()
+        await self.engine.start(claim=self.claims)
         new = NewRun(
             run_id=run_id or uuid.uuid4().hex,
             workflow=workflow.name,
@@ -303,7 +309,6 @@ class Kernos:
 
     async def resume(self, run_id: str) -> Run:
         """Resume a paused run (on any worker that claims it)."""
-        await self.open()
         run = await self.store.resume(run_id)
         self.engine.poke()
         return run
