@@ -221,6 +221,7 @@ class SqlStore(Store):
         latest = len(load_migrations(self.dialect))
 
         def go(tx: _Tx) -> int:
+            self._lock_migrations(tx)
             tx.execute("create_version_table", {})
             rows = tx.all("applied_versions", {})
             return max((row["version"] for row in rows), default=0)
