@@ -92,5 +92,9 @@ class PostgresStore(SqlStore):
         conn = self._conn
         return conn is None or bool(conn.closed) or bool(conn.broken)
 
+    def _run_script(self, tx: _Tx, script: str) -> None:
+        # One simple-protocol call runs the whole script, function bodies included.
+        tx.conn.execute(script)
+
     def _lock_migrations(self, tx: _Tx) -> None:
         tx.execute("lock_migrations", {"key": MIGRATION_LOCK_KEY})

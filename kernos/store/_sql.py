@@ -114,6 +114,11 @@ class SqlStore(Store):
     def _lock_migrations(self, tx: _Tx) -> None:
         """Serialize concurrent migrators (the write transaction suffices by default)."""
 
+    def _run_script(self, tx: _Tx, script: str) -> None:
+        """Execute a migration script, statement by statement."""
+        for statement in split_statements(script):
+            tx.conn.execute(statement)
+
     # -- transaction plumbing ------------------------------------------------
 
     async def _call(self, fn: Callable[[_Tx], T], *, write: bool = True) -> T:
@@ -198,8 +203,7 @@ class SqlStore(Store):
             for migration in load_migrations(self.dialect):
                 if migration.version in applied:
                     continue
-                for statement in split_statements(migration.sql):
-                    tx.conn.execute(statement)
+                self._run_script(tx, migration.sql)
                 tx.execute(
                     "record_version",
                     {"version": migration.version, "name": migration.name, "now": tx.now},

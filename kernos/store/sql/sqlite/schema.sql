@@ -28,9 +28,19 @@ CREATE TABLE kernos_runs (
     timeout          REAL,
     pause_requested  INTEGER NOT NULL DEFAULT 0,
     executions       INTEGER NOT NULL DEFAULT 0,
-    steps            INTEGER NOT NULL DEFAULT 0
+    steps            INTEGER NOT NULL DEFAULT 0,
+    concurrency_key  TEXT,
+    dedup_id         TEXT,
+    deps_pending     INTEGER NOT NULL DEFAULT 0,
+    on_dep_failure   TEXT NOT NULL DEFAULT 'cancel'
 );
-CREATE INDEX kernos_runs_pending ON kernos_runs (priority DESC, created_at) WHERE status = 'pending';
+CREATE INDEX kernos_runs_pending ON kernos_runs (queue, priority DESC, created_at)
+    WHERE status = 'pending' AND deps_pending = 0;
+CREATE INDEX kernos_runs_running_queue ON kernos_runs (queue, concurrency_key)
+    WHERE status = 'running';
+CREATE INDEX kernos_runs_started ON kernos_runs (queue, started_at);
+CREATE UNIQUE INDEX kernos_runs_dedup ON kernos_runs (queue, dedup_id)
+    WHERE dedup_id IS NOT NULL AND status NOT IN ('succeeded', 'failed', 'cancelled');
 CREATE INDEX kernos_runs_waiting ON kernos_runs (wake_at) WHERE status = 'waiting';
 CREATE INDEX kernos_runs_leased ON kernos_runs (lease_expires_at) WHERE status = 'running';
 CREATE INDEX kernos_runs_owner ON kernos_runs (owner) WHERE owner IS NOT NULL;
@@ -87,5 +97,33 @@ CREATE TABLE kernos_workers (
     pid_start    TEXT,
     started_at   REAL NOT NULL,
     heartbeat_at REAL NOT NULL,
-    state        TEXT NOT NULL
+    state        TEXT NOT NULL,
+    queues       TEXT,
+    concurrency  INTEGER
+);
+
+CREATE TABLE kernos_run_deps (
+    run_id     TEXT NOT NULL,
+    depends_on TEXT NOT NULL,
+    PRIMARY KEY (run_id, depends_on)
+);
+CREATE INDEX kernos_run_deps_upstream ON kernos_run_deps (depends_on);
+
+CREATE TABLE kernos_queues (
+    name               TEXT PRIMARY KEY,
+    concurrency        INTEGER,
+    worker_concurrency INTEGER,
+    key_concurrency    INTEGER,
+    rate_limit         INTEGER,
+    rate_period        DOUBLE PRECISION,
+    updated_at         DOUBLE PRECISION NOT NULL
+);
+
+CREATE TABLE kernos_schedules (
+    name       TEXT PRIMARY KEY,
+    cron       TEXT NOT NULL,
+    workflow   TEXT NOT NULL,
+    queue      TEXT NOT NULL,
+    last_tick  DOUBLE PRECISION,
+    updated_at DOUBLE PRECISION NOT NULL
 );
