@@ -6,7 +6,8 @@
     │   ├── RegistrationError         a workflow or step registered wrongly
     │   ├── SerializationError        a value that cannot be journaled as JSON
     │   ├── NotInWorkflowError        a durable primitive used outside a workflow
-    │   └── InvalidForkError          fork asked for a position the journal lacks
+    │   ├── InvalidForkError          fork asked for a position the journal lacks
+    │   └── DependencyCycleError      run dependencies would form a cycle
     ├── RuntimeFailure                something failed at run time
     │   ├── StoreError                the store misbehaved
     │   │   ├── StoreUnavailableError unreachable or locked past the retry limit
@@ -39,6 +40,7 @@ __all__ = [
     "Cancelled",
     "ChecksumMismatchError",
     "ConfigError",
+    "DependencyCycleError",
     "InvalidForkError",
     "KernosError",
     "LeaseLostError",
@@ -127,6 +129,16 @@ class InvalidForkError(UsageError):
     """A fork was asked for at a position the run's journal does not have."""
 
     code = "invalid_fork"
+
+
+class DependencyCycleError(UsageError):
+    """Enqueueing a run with these dependencies would create a cycle.
+
+    Attributes:
+        cycle: the run ids around the cycle, starting and ending with the new run.
+    """
+
+    code = "dependency_cycle"
 
 
 class RuntimeFailure(KernosError):

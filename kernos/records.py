@@ -19,8 +19,11 @@ __all__ = [
     "EntryStatus",
     "Event",
     "JournalEntry",
+    "QueueSpec",
+    "QueueStats",
     "Run",
     "RunStatus",
+    "Schedule",
     "Worker",
 ]
 
@@ -94,6 +97,9 @@ class Run:
     pause_requested: bool
     executions: int
     steps: int
+    concurrency_key: str | None = None
+    dedup_id: str | None = None
+    deps_pending: int = 0
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any], decode: Any) -> Run:
@@ -126,6 +132,9 @@ class Run:
             pause_requested=bool(row["pause_requested"]),
             executions=row["executions"],
             steps=row["steps"],
+            concurrency_key=row["concurrency_key"],
+            dedup_id=row["dedup_id"],
+            deps_pending=row["deps_pending"],
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -223,7 +232,11 @@ class Checkpoint:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Worker:
-    """A process that executes runs, as recorded in the worker registry."""
+    """A process that executes runs, as recorded in the worker registry.
+
+    ``state`` is ``active``, ``draining`` (stopping: claims nothing new),
+    ``stale`` (silent past its lease; its runs go to others) or ``gone``.
+    """
 
     worker_id: str
     host: str
@@ -231,10 +244,14 @@ class Worker:
     started_at: float
     heartbeat_at: float
     state: str
+    queues: list[str] | None = None  # None: every queue
+    concurrency: int | None = None
+    in_flight: int = 0
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Worker:
+    def from_row(cls, row: Mapping[str, Any], in_flight: int = 0) -> Worker:
         """Build a worker from a database row."""
+        queues = row["queues"]
         return cls(
             worker_id=row["worker_id"],
             host=row["host"],
@@ -242,4 +259,88 @@ class Worker:
             started_at=row["started_at"],
             heartbeat_at=row["heartbeat_at"],
             state=row["state"],
+            queues=queues.split(",") if queues else None,
+            concurrency=row["concurrency"],
+            in_flight=in_flight,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class QueueSpec:
+    """The limits of a named queue, shared by every worker through the store."""
+
+    name: str
+    concurrency: int | None = None  # runs executing at once, across all workers
+    worker_concurrency: int | None = None  # runs executing at once in one worker
+    key_concurrency: int | None = None  # runs executing at once per concurrency key
+    rate_limit: int | None = None  # starts allowed per rate_period
+    rate_period: float | None = None  # seconds
+
+    @property
+    def limited(self) -> bool:
+        """Whether claims from this queue must count what runs (a serialized claim)."""
+        return (
+            self.concurrency is not None
+            or self.key_concurrency is not None
+            or self.rate_limit is not None
+        )
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> QueueSpec:
+        """Build a spec from a database row."""
+        return cls(
+            name=row["name"],
+            concurrency=row["concurrency"],
+            worker_concurrency=row["worker_concurrency"],
+            key_concurrency=row["key_concurrency"],
+            rate_limit=row["rate_limit"],
+            rate_period=row["rate_period"],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class QueueStats:
+    """A queue's limits and how many of its runs are in each unfinished state."""
+
+    name: str
+    spec: QueueSpec | None
+    pending: int = 0
+    running: int = 0
+    waiting: int = 0
+    paused: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        data = {name: getattr(self, name) for name in self.__slots__}
+        data["spec"] = self.spec.to_dict() if self.spec is not None else None
+        return data
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Schedule:
+    """A cron schedule as recorded in the store."""
+
+    name: str
+    cron: str
+    workflow: str
+    queue: str
+    last_tick: float | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Schedule:
+        """Build a schedule from a database row."""
+        return cls(
+            name=row["name"],
+            cron=row["cron"],
+            workflow=row["workflow"],
+            queue=row["queue"],
+            last_tick=row["last_tick"],
         )

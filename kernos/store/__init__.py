@@ -12,10 +12,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from kernos.errors import ConfigError
-from kernos.store._base import NewRun, RunFilter, Store
+from kernos.store._base import Enqueued, NewRun, RunFilter, Store
 from kernos.store._ops import EntryWrite, EventWrite, Fence, FinishWrite, Write
 
 __all__ = [
+    "Enqueued",
     "EntryWrite",
     "EventWrite",
     "Fence",

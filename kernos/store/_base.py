@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from kernos.records import Checkpoint, Event, JournalEntry, Run, Worker
+from kernos.records import (
+    Checkpoint,
+    Event,
+    JournalEntry,
+    QueueSpec,
+    QueueStats,
+    Run,
+    Schedule,
+    Worker,
+)
 from kernos.store._ops import EntryWrite, Fence, Write
 
-__all__ = ["NewRun", "RunFilter", "Store"]
+__all__ = ["Enqueued", "NewRun", "RunFilter", "Store"]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -30,6 +39,18 @@ class NewRun:
     lease_s: float = 30.0
     wake_at: float | None = None
     timeout: float | None = None
+    concurrency_key: str | None = None
+    dedup_id: str | None = None
+    depends_on: tuple[str, ...] = ()
+    on_dep_failure: str = "cancel"  # or "run": run anyway when a dependency fails
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Enqueued:
+    """What :meth:`Store.enqueue` did: the run that stands for the request."""
+
+    run_id: str
+    created: bool  # False: the id, or the dedup id within the queue, already existed
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -88,12 +109,69 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def claim(
-        self, owner: str, *, limit: int, lease_s: float, workflows: Sequence[str]
+        self,
+        owner: str,
+        *,
+        limit: int,
+        lease_s: float,
+        workflows: Sequence[str],
+        queues: Mapping[str, int] | None = None,
     ) -> list[Run]:
         """Claim up to ``limit`` runnable runs of ``workflows``.
 
-        Runnable means pending, waiting with a wake-up time that has passed, or
-        running under a lease that expired. Each claim bumps the run's lease epoch.
+        Runnable means pending with its dependencies met and its delay over,
+        waiting with a wake-up time that has passed, or running under a lease
+        that expired. Each claim bumps the run's lease epoch. Queue limits stored
+        with :meth:`upsert_queue` (concurrency, per-key concurrency, rate) are
+        never exceeded, whoever claims.
+
+        Args:
+            queues: the queues to claim from, each with the number of runs this
+                worker may still take from it; None for every queue.
+        """
+
+    @abc.abstractmethod
+    async def enqueue(self, run: NewRun) -> Enqueued:
+        """Create a pending run in its queue, honouring dedup ids and dependencies.
+
+        A run with an existing id, or with a dedup id that an unfinished run of
+        the same queue holds, is not created: that run is returned instead. A
+        run whose dependency already failed is created cancelled (unless
+        ``on_dep_failure="run"``).
+
+        Raises:
+            DependencyCycleError: the dependencies would form a cycle.
+        """
+
+    @abc.abstractmethod
+    async def upsert_queue(self, spec: QueueSpec) -> None:
+        """Store a queue's limits for every worker to obey."""
+
+    @abc.abstractmethod
+    async def list_queues(self) -> list[QueueStats]:
+        """Every queue that has limits or unfinished runs, with its counts."""
+
+    @abc.abstractmethod
+    async def upsert_schedule(self, schedule: Schedule) -> Schedule:
+        """Declare a cron schedule (keeping its last tick); return it as stored."""
+
+    @abc.abstractmethod
+    async def advance_schedule(self, name: str, tick: float, run: NewRun | None) -> bool:
+        """Move a schedule's last tick to ``tick`` and enqueue ``run`` for it, atomically.
+
+        Returns False, doing nothing, when another scheduler already advanced it
+        to ``tick`` or beyond: each tick starts exactly one run.
+        """
+
+    @abc.abstractmethod
+    async def list_schedules(self) -> list[Schedule]:
+        """Every declared schedule."""
+
+    @abc.abstractmethod
+    def listen(self, wake: Callable[[str], None]) -> None:
+        """Call ``wake(queue)`` (from any thread) when a run becomes claimable.
+
+        Backends without notifications do nothing; workers then poll.
         """
 
     @abc.abstractmethod

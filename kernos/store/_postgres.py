@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from kernos.errors import ConfigError
-from kernos.store._sql import SqlStore, _Tx
+from kernos.store._sql import SqlStore
+from kernos.store._tx import Tx as _Tx
 
 if TYPE_CHECKING:
     import psycopg
 
 __all__ = ["PostgresStore"]
+
+logger = logging.getLogger(__name__)
+CHANNEL = "kernos_runs"  # the trigger in migration 0002 notifies it with the queue name
 
 # The advisory lock key migrators queue on: a fixed bigint derived from a
 # Kernos-prefixed name, so Kernos can share a database with other lock users.
@@ -52,6 +61,51 @@ class PostgresStore(SqlStore):
         if url.startswith("postgres://"):
             url = "postgresql://" + url[len("postgres://") :]
         self._conninfo = url
+        self._listener: threading.Thread | None = None
+        self._listening = threading.Event()
+
+    def listen(self, wake: Callable[[str], None]) -> None:
+        """Call ``wake(queue)`` whenever a run becomes claimable (LISTEN/NOTIFY).
+
+        A daemon thread holds a dedicated connection; it reconnects with backoff
+        if the connection drops (claims fall back to polling meanwhile).
+        """
+        if self._listener is not None:
+            return
+        self._listening.set()
+        self._listener = threading.Thread(
+            target=self._listen_forever, args=(wake,), name="kernos-listen", daemon=True
+        )
+        self._listener.start()
+
+    def _listen_forever(self, wake: Callable[[str], None]) -> None:
+        delay = 0.1
+        while self._listening.is_set():
+            try:
+                with self._psycopg.connect(self._conninfo, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    delay = 0.1
+                    wake("")  # anything enqueued while we were not listening
+                    while self._listening.is_set():
+                        for note in conn.notifies(timeout=0.5):
+                            wake(note.payload)
+            except Exception as exc:
+                if not self._listening.is_set():
+                    return
+                logger.warning(
+                    "notification listener lost its connection",
+                    extra={"action": "listen_retry", "error": str(exc)},
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def close(self) -> None:
+        """Stop listening, then close like any SQL store."""
+        self._listening.clear()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            await asyncio.to_thread(listener.join, 2.0)
+        await super().close()
 
     def _connect(self) -> psycopg.Connection[Any]:
         from psycopg.rows import dict_row

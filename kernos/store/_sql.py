@@ -12,68 +12,38 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, TypeVar
 
 import orjson
 
 from kernos import errors
-from kernos.records import Checkpoint, Event, JournalEntry, Run, RunStatus, Worker
+from kernos.records import (
+    Checkpoint,
+    Event,
+    JournalEntry,
+    QueueSpec,
+    QueueStats,
+    Run,
+    RunStatus,
+    Schedule,
+    Worker,
+)
 from kernos.serialization import checksum, decode
-from kernos.store._base import NewRun, RunFilter, Store
+from kernos.store._base import Enqueued, NewRun, RunFilter, Store
 from kernos.store._blobs import Blobs
+from kernos.store._claims import claim
 from kernos.store._ops import EntryWrite, EventWrite, Fence, FinishWrite, Write
 from kernos.store._queries import load_migrations, load_queries, split_statements
+from kernos.store._runs import enqueue, insert_run, settle_dependents
+from kernos.store._tx import Connection
+from kernos.store._tx import Tx as _Tx
 
 __all__ = ["SqlStore"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-Connection = Any  # sqlite3.Connection or psycopg.Connection
-
-
-class _Tx:
-    """A transaction in progress: runs named queries and resolves blobs."""
-
-    __slots__ = ("conn", "now", "queries", "store")
-
-    def __init__(self, store: SqlStore, conn: Connection, now: float) -> None:
-        self.store = store
-        self.conn = conn
-        self.queries = store.queries
-        self.now = now
-
-    def execute(self, name: str, params: dict[str, Any]) -> Any:
-        return self.conn.execute(self.queries[name], params)
-
-    def one(self, name: str, params: dict[str, Any]) -> Any:
-        return self.execute(name, params).fetchone()
-
-    def all(self, name: str, params: dict[str, Any]) -> list[Any]:
-        return list(self.execute(name, params).fetchall())
-
-    def decode(self, text: str | None) -> Any:
-        return decode(self.store.blobs.resolve(text, self.execute))
-
-    def put(self, text: str | None) -> str | None:
-        return self.store.blobs.externalize(text, self.execute, self.now)
-
-    def event(self, run_id: str, kind: str, data: dict[str, Any] | str | None = None) -> None:
-        if isinstance(data, dict):
-            data = orjson.dumps(data).decode()
-        self.execute(
-            "insert_event", {"run_id": run_id, "kind": kind, "now": self.now, "data": data}
-        )
-
-    def run(self, run_id: str) -> Run:
-        row = self.one("get_run", {"run_id": run_id})
-        if row is None:
-            raise errors.RunNotFoundError(
-                f"no run with id {run_id!r}; `kernos runs list` shows the runs in this store",
-                run_id=run_id,
-            )
-        return Run.from_row(row, self.decode)
 
 
 class SqlStore(Store):
@@ -118,6 +88,9 @@ class SqlStore(Store):
         """Execute a migration script, statement by statement."""
         for statement in split_statements(script):
             tx.conn.execute(statement)
+
+    def listen(self, wake: Callable[[str], None]) -> None:
+        """Without notifications there is nothing to listen to: workers poll."""
 
     # -- transaction plumbing ------------------------------------------------
 
@@ -236,46 +209,12 @@ class SqlStore(Store):
 
     async def create_run(self, run: NewRun) -> bool:
         """Create a run unless its id exists; see :meth:`Store.create_run`."""
+        status = RunStatus.RUNNING if run.owner is not None else RunStatus.PENDING
+        return await self._call(lambda tx: insert_run(tx, run, status=status))
 
-        def go(tx: _Tx) -> bool:
-            owned = run.owner is not None
-            row = tx.one(
-                "insert_run",
-                {
-                    "run_id": run.run_id,
-                    "workflow": run.workflow,
-                    "version": run.version,
-                    "status": RunStatus.RUNNING.value if owned else RunStatus.PENDING.value,
-                    "input": tx.put(run.input),
-                    "parent_id": run.parent_id,
-                    "parent_seq": run.parent_seq,
-                    "forked_from": run.forked_from,
-                    "fork_seq": run.fork_seq,
-                    "queue": run.queue,
-                    "priority": run.priority,
-                    "now": tx.now,
-                    "started_at": tx.now if owned else None,
-                    "owner": run.owner,
-                    "lease_epoch": 1 if owned else 0,
-                    "lease_expires_at": tx.now + run.lease_s if owned else None,
-                    "wake_at": run.wake_at,
-                    "deadline": tx.now + run.timeout if run.timeout is not None else None,
-                    "timeout": run.timeout,
-                    "executions": 1 if owned else 0,
-                },
-            )
-            if row is None:
-                return False
-            tx.event(
-                run.run_id,
-                "run.created",
-                {"workflow": run.workflow, "parent_id": run.parent_id, "queue": run.queue},
-            )
-            if owned:
-                tx.event(run.run_id, "run.started", {"owner": run.owner, "epoch": 1})
-            return True
-
-        return await self._call(go)
+    async def enqueue(self, run: NewRun) -> Enqueued:
+        """Create a pending run in its queue; see :meth:`Store.enqueue`."""
+        return await self._call(lambda tx: enqueue(tx, run))
 
     async def get_run(self, run_id: str) -> Run:
         """Return one run; raises RunNotFoundError."""
@@ -305,32 +244,76 @@ class SqlStore(Store):
         )
 
     async def claim(
-        self, owner: str, *, limit: int, lease_s: float, workflows: Sequence[str]
+        self,
+        owner: str,
+        *,
+        limit: int,
+        lease_s: float,
+        workflows: Sequence[str],
+        queues: Mapping[str, int] | None = None,
     ) -> list[Run]:
         """Claim runnable runs for ``owner``; see :meth:`Store.claim`."""
-        names = orjson.dumps(list(workflows)).decode()
-
-        def go(tx: _Tx) -> list[Run]:
-            rows = tx.all(
-                "claim_runs",
-                {
-                    "owner": owner,
-                    "now": tx.now,
-                    "expires": tx.now + lease_s,
-                    "limit": limit,
-                    "workflows": names,
-                },
+        return await self._call(
+            lambda tx: claim(
+                tx, owner, limit=limit, lease_s=lease_s, workflows=workflows, queues=queues
             )
-            runs = [Run.from_row(row, tx.decode) for row in rows]
-            for run in runs:
-                tx.event(
-                    run.run_id,
-                    "run.started",
-                    {"owner": owner, "epoch": run.lease_epoch, "execution": run.executions},
-                )
-            return runs
+        )
+
+    async def upsert_queue(self, spec: QueueSpec) -> None:
+        """Store a queue's limits."""
+        params = spec.to_dict()
+        await self._call(lambda tx: tx.execute("upsert_queue", {**params, "now": tx.now}))
+
+    async def list_queues(self) -> list[QueueStats]:
+        """Queues with limits or unfinished runs, with counts per state."""
+
+        def go(tx: _Tx) -> list[QueueStats]:
+            specs = {row["name"]: QueueSpec.from_row(row) for row in tx.all("list_queue_specs", {})}
+            counts: dict[str, dict[str, int]] = {name: {} for name in specs}
+            for row in tx.all("queue_depths", {}):
+                counts.setdefault(row["queue"], {})[row["status"]] = row["n"]
+            return [
+                QueueStats(name=name, spec=specs.get(name), **by_status)
+                for name, by_status in sorted(counts.items())
+            ]
+
+        return await self._call(go, write=False)
+
+    async def upsert_schedule(self, schedule: Schedule) -> Schedule:
+        """Declare a cron schedule, keeping its last tick."""
+
+        def go(tx: _Tx) -> Schedule:
+            params = {
+                "name": schedule.name,
+                "cron": schedule.cron,
+                "workflow": schedule.workflow,
+                "queue": schedule.queue,
+                "last_tick": schedule.last_tick,
+                "now": tx.now,
+            }
+            tx.execute("upsert_schedule", params)
+            return Schedule.from_row(tx.one("get_schedule", {"name": schedule.name}))
 
         return await self._call(go)
+
+    async def advance_schedule(self, name: str, tick: float, run: NewRun | None) -> bool:
+        """Advance a schedule to ``tick`` and enqueue its run, once across schedulers."""
+
+        def go(tx: _Tx) -> bool:
+            if tx.one("advance_schedule", {"name": name, "tick": tick, "now": tx.now}) is None:
+                return False
+            if run is not None:
+                enqueue(tx, run)
+            return True
+
+        return await self._call(go)
+
+    async def list_schedules(self) -> list[Schedule]:
+        """Every declared schedule."""
+        return await self._call(
+            lambda tx: [Schedule.from_row(row) for row in tx.all("list_schedules", {})],
+            write=False,
+        )
 
     async def next_due(self) -> float | None:
         """The earliest time a run becomes claimable, if any run is waiting."""
@@ -491,6 +474,7 @@ class SqlStore(Store):
             cancelled = {row["run_id"] for row in rows}
             for row in rows:
                 tx.event(row["run_id"], "run.cancelled", {"reason": reason})
+                settle_dependents(tx, row["run_id"], succeeded=False)
                 parent = row["parent_id"]
                 if parent is not None and parent not in cancelled:
                     tx.execute("wake_run", {"run_id": parent, "now": tx.now})
@@ -522,7 +506,11 @@ class SqlStore(Store):
 
         def go(tx: _Tx) -> None:
             tx.run(source)
-            self._insert_forked_run(tx, new)
+            if not insert_run(tx, new, status=RunStatus.PENDING):
+                raise errors.InvalidForkError(
+                    f"a run with id {new.run_id!r} already exists; choose another id for the fork",
+                    run_id=new.run_id,
+                )
             tx.execute(
                 "copy_journal", {"new_run_id": new.run_id, "run_id": source, "before_seq": at_seq}
             )
@@ -541,43 +529,6 @@ class SqlStore(Store):
             tx.event(source, "run.superseded", {"by": new.run_id, "at_seq": at_seq})
 
         await self._call(go)
-
-    def _insert_forked_run(self, tx: _Tx, new: NewRun) -> None:
-        row = tx.one(
-            "insert_run",
-            {
-                "run_id": new.run_id,
-                "workflow": new.workflow,
-                "version": new.version,
-                "status": RunStatus.PENDING.value,
-                "input": tx.put(new.input),
-                "parent_id": new.parent_id,
-                "parent_seq": new.parent_seq,
-                "forked_from": new.forked_from,
-                "fork_seq": new.fork_seq,
-                "queue": new.queue,
-                "priority": new.priority,
-                "now": tx.now,
-                "started_at": None,
-                "owner": None,
-                "lease_epoch": 0,
-                "lease_expires_at": None,
-                "wake_at": None,
-                "deadline": tx.now + new.timeout if new.timeout is not None else None,
-                "timeout": new.timeout,
-                "executions": 0,
-            },
-        )
-        if row is None:
-            raise errors.InvalidForkError(
-                f"a run with id {new.run_id!r} already exists; choose another id for the fork",
-                run_id=new.run_id,
-            )
-        tx.event(
-            new.run_id,
-            "run.created",
-            {"workflow": new.workflow, "forked_from": new.forked_from, "fork_seq": new.fork_seq},
-        )
 
     # -- journal, events, checkpoints -----------------------------------------
 
@@ -644,6 +595,8 @@ class SqlStore(Store):
             "pid": worker.pid,
             "pid_start": pid_start,
             "state": worker.state,
+            "queues": ",".join(worker.queues) if worker.queues is not None else None,
+            "concurrency": worker.concurrency,
         }
         await self._call(lambda tx: tx.execute("upsert_worker", {**params, "now": tx.now}))
 
@@ -667,9 +620,15 @@ class SqlStore(Store):
 
     async def list_workers(self) -> list[Worker]:
         """Return the worker registry."""
-        return await self._call(
-            lambda tx: [Worker.from_row(row) for row in tx.all("list_workers", {})], write=False
-        )
+
+        def go(tx: _Tx) -> list[Worker]:
+            in_flight = {row["owner"]: row["n"] for row in tx.all("runs_in_flight", {})}
+            return [
+                Worker.from_row(row, in_flight.get(row["worker_id"], 0))
+                for row in tx.all("list_workers", {})
+            ]
+
+        return await self._call(go, write=False)
 
     async def workers_on_host(self, host: str) -> list[tuple[Worker, str | None]]:
         """Return live workers on ``host`` with their process start markers."""
@@ -764,6 +723,7 @@ def _apply_finish(tx: _Tx, write: FinishWrite) -> Fence:
     if row is None:
         return Fence.LOST
     tx.event(write.run_id, f"run.{write.status}", write.event_data)
+    settle_dependents(tx, write.run_id, succeeded=write.status == RunStatus.SUCCEEDED.value)
     if row["parent_id"] is not None:
         tx.execute("wake_run", {"run_id": row["parent_id"], "now": tx.now})
     return Fence.OK

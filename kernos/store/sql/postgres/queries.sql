@@ -7,15 +7,17 @@
 INSERT INTO kernos_runs (
     run_id, workflow, version, status, input, parent_id, parent_seq, forked_from, fork_seq,
     queue, priority, created_at, started_at, updated_at, owner, lease_epoch, lease_expires_at,
-    wake_at, deadline, timeout, executions
+    wake_at, deadline, timeout, executions, concurrency_key, dedup_id, deps_pending,
+    on_dep_failure, error, finished_at
 ) VALUES (
     %(run_id)s, %(workflow)s, %(version)s, %(status)s, %(input)s, %(parent_id)s,
     %(parent_seq)s, %(forked_from)s, %(fork_seq)s, %(queue)s, %(priority)s,
     %(now)s::double precision, %(started_at)s, %(now)s::double precision, %(owner)s,
     %(lease_epoch)s, %(lease_expires_at)s, %(wake_at)s, %(deadline)s, %(timeout)s,
-    %(executions)s
+    %(executions)s, %(concurrency_key)s, %(dedup_id)s, %(deps_pending)s, %(on_dep_failure)s,
+    %(error)s, %(finished_at)s::double precision
 )
-ON CONFLICT (run_id) DO NOTHING
+ON CONFLICT DO NOTHING
 RETURNING run_id;
 
 -- name: get_run
@@ -177,9 +179,11 @@ WHERE owner = %(owner)s::text AND status = 'running'
 RETURNING run_id;
 
 -- name: upsert_worker
-INSERT INTO kernos_workers (worker_id, host, pid, pid_start, started_at, heartbeat_at, state)
+INSERT INTO kernos_workers (
+    worker_id, host, pid, pid_start, started_at, heartbeat_at, state, queues, concurrency
+)
 VALUES (%(worker_id)s, %(host)s, %(pid)s, %(pid_start)s, %(now)s::double precision,
-        %(now)s::double precision, %(state)s)
+        %(now)s::double precision, %(state)s, %(queues)s, %(concurrency)s)
 ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, state = excluded.state;
 
 -- name: heartbeat_worker
@@ -288,3 +292,145 @@ VALUES (%(version)s, %(name)s, %(now)s);
 -- name: lock_migrations
 -- PostgreSQL only: concurrent migrators queue on this transaction-level lock.
 SELECT pg_advisory_xact_lock(%(key)s::bigint);
+
+-- name: find_dedup
+SELECT run_id FROM kernos_runs
+WHERE queue = %(queue)s AND dedup_id = %(dedup_id)s
+  AND status NOT IN ('succeeded', 'failed', 'cancelled');
+
+-- name: insert_dep
+INSERT INTO kernos_run_deps (run_id, depends_on) VALUES (%(run_id)s, %(depends_on)s)
+ON CONFLICT DO NOTHING;
+
+-- name: upstream_of
+SELECT depends_on FROM kernos_run_deps WHERE run_id = %(run_id)s;
+
+-- name: statuses
+SELECT run_id, status FROM kernos_runs WHERE run_id IN (SELECT jsonb_array_elements_text(%(run_ids)s::jsonb));
+
+-- name: dependents
+SELECT r.run_id, r.status, r.on_dep_failure FROM kernos_run_deps d
+JOIN kernos_runs r ON r.run_id = d.run_id
+WHERE d.depends_on = %(run_id)s;
+
+-- name: release_dependency
+UPDATE kernos_runs SET deps_pending = deps_pending - 1, updated_at = %(now)s::double precision
+WHERE run_id = %(run_id)s AND status = 'pending' AND deps_pending > 0;
+
+-- name: cancel_blocked
+UPDATE kernos_runs SET
+    status = 'cancelled', error = %(error)s, finished_at = %(now)s::double precision, updated_at = %(now)s::double precision
+WHERE run_id = %(run_id)s AND status = 'pending'
+RETURNING run_id;
+
+-- name: claim_resumable
+-- Runs that already began: expired leases (the holder died or stalled) and due
+-- timers of queues without limits. Taking one over needs no new slot.
+UPDATE kernos_runs SET
+    status = 'running', owner = %(owner)s, lease_epoch = lease_epoch + 1,
+    lease_expires_at = %(expires)s, started_at = coalesce(started_at, %(now)s::double precision), updated_at = %(now)s::double precision,
+    wake_at = NULL, wait_topics = NULL, executions = executions + 1
+WHERE run_id IN (
+    SELECT run_id FROM kernos_runs
+    WHERE ((status = 'running' AND lease_expires_at < %(now)s::double precision)
+        OR (status = 'waiting' AND wake_at <= %(now)s::double precision
+            AND queue NOT IN (SELECT jsonb_array_elements_text(%(limited)s::jsonb))))
+      AND workflow IN (SELECT jsonb_array_elements_text(%(workflows)s::jsonb))
+      AND (%(queues)s::text IS NULL OR queue IN (SELECT jsonb_array_elements_text(%(queues)s::jsonb)))
+    ORDER BY priority DESC, created_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING *;
+
+-- name: claim_unlimited
+UPDATE kernos_runs SET
+    status = 'running', owner = %(owner)s, lease_epoch = lease_epoch + 1,
+    lease_expires_at = %(expires)s, started_at = coalesce(started_at, %(now)s::double precision), updated_at = %(now)s::double precision,
+    wake_at = NULL, wait_topics = NULL, executions = executions + 1
+WHERE run_id IN (
+    SELECT run_id FROM kernos_runs
+    WHERE status = 'pending' AND deps_pending = 0
+      AND (wake_at IS NULL OR wake_at <= %(now)s::double precision)
+      AND workflow IN (SELECT jsonb_array_elements_text(%(workflows)s::jsonb))
+      AND (%(queues)s::text IS NULL OR queue IN (SELECT jsonb_array_elements_text(%(queues)s::jsonb)))
+      AND queue NOT IN (SELECT jsonb_array_elements_text(%(limited)s::jsonb))
+    ORDER BY priority DESC, created_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING *;
+
+-- name: claim_candidates
+SELECT run_id, concurrency_key, started_at FROM kernos_runs
+WHERE queue = %(queue)s
+  AND ((status = 'pending' AND deps_pending = 0 AND (wake_at IS NULL OR wake_at <= %(now)s::double precision))
+    OR (status = 'waiting' AND wake_at <= %(now)s::double precision))
+  AND workflow IN (SELECT jsonb_array_elements_text(%(workflows)s::jsonb))
+ORDER BY priority DESC, created_at
+LIMIT %(limit)s;
+
+-- name: claim_chosen
+UPDATE kernos_runs SET
+    status = 'running', owner = %(owner)s, lease_epoch = lease_epoch + 1,
+    lease_expires_at = %(expires)s, started_at = coalesce(started_at, %(now)s::double precision), updated_at = %(now)s::double precision,
+    wake_at = NULL, wait_topics = NULL, executions = executions + 1
+WHERE run_id IN (SELECT jsonb_array_elements_text(%(run_ids)s::jsonb))
+RETURNING *;
+
+-- name: running_in_queue
+SELECT count(*) AS n FROM kernos_runs WHERE queue = %(queue)s AND status = 'running';
+
+-- name: running_by_key
+SELECT concurrency_key, count(*) AS n FROM kernos_runs
+WHERE queue = %(queue)s AND status = 'running' AND concurrency_key IS NOT NULL
+GROUP BY concurrency_key;
+
+-- name: started_since
+SELECT count(*) AS n FROM kernos_runs WHERE queue = %(queue)s AND started_at > %(since)s;
+
+-- name: upsert_queue
+INSERT INTO kernos_queues (
+    name, concurrency, worker_concurrency, key_concurrency, rate_limit, rate_period, updated_at
+) VALUES (
+    %(name)s, %(concurrency)s, %(worker_concurrency)s, %(key_concurrency)s,
+    %(rate_limit)s, %(rate_period)s, %(now)s::double precision
+)
+ON CONFLICT (name) DO UPDATE SET
+    concurrency = excluded.concurrency, worker_concurrency = excluded.worker_concurrency,
+    key_concurrency = excluded.key_concurrency, rate_limit = excluded.rate_limit,
+    rate_period = excluded.rate_period, updated_at = excluded.updated_at;
+
+-- name: list_queue_specs
+SELECT * FROM kernos_queues ORDER BY name;
+
+-- name: lock_queue
+SELECT name FROM kernos_queues WHERE name = %(queue)s FOR UPDATE;
+
+-- name: queue_depths
+SELECT queue, status, count(*) AS n FROM kernos_runs
+WHERE status IN ('pending', 'running', 'waiting', 'paused')
+GROUP BY queue, status;
+
+-- name: runs_in_flight
+SELECT owner, count(*) AS n FROM kernos_runs WHERE status = 'running' AND owner IS NOT NULL
+GROUP BY owner;
+
+-- name: upsert_schedule
+INSERT INTO kernos_schedules (name, cron, workflow, queue, last_tick, updated_at)
+VALUES (%(name)s, %(cron)s, %(workflow)s, %(queue)s, %(last_tick)s, %(now)s::double precision)
+ON CONFLICT (name) DO UPDATE SET
+    cron = excluded.cron, workflow = excluded.workflow, queue = excluded.queue,
+    updated_at = excluded.updated_at;
+
+-- name: get_schedule
+SELECT * FROM kernos_schedules WHERE name = %(name)s;
+
+-- name: advance_schedule
+-- Compare-and-set: of several schedulers, only the one that saw last_tick moves it.
+UPDATE kernos_schedules SET last_tick = %(tick)s, updated_at = %(now)s::double precision
+WHERE name = %(name)s AND (last_tick IS NULL OR last_tick < %(tick)s)
+RETURNING name;
+
+-- name: list_schedules
+SELECT * FROM kernos_schedules ORDER BY name;

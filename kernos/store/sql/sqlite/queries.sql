@@ -5,13 +5,15 @@
 INSERT INTO kernos_runs (
     run_id, workflow, version, status, input, parent_id, parent_seq, forked_from, fork_seq,
     queue, priority, created_at, started_at, updated_at, owner, lease_epoch, lease_expires_at,
-    wake_at, deadline, timeout, executions
+    wake_at, deadline, timeout, executions, concurrency_key, dedup_id, deps_pending,
+    on_dep_failure, error, finished_at
 ) VALUES (
     :run_id, :workflow, :version, :status, :input, :parent_id, :parent_seq, :forked_from,
     :fork_seq, :queue, :priority, :now, :started_at, :now, :owner, :lease_epoch,
-    :lease_expires_at, :wake_at, :deadline, :timeout, :executions
+    :lease_expires_at, :wake_at, :deadline, :timeout, :executions, :concurrency_key, :dedup_id,
+    :deps_pending, :on_dep_failure, :error, :finished_at
 )
-ON CONFLICT (run_id) DO NOTHING
+ON CONFLICT DO NOTHING
 RETURNING run_id;
 
 -- name: get_run
@@ -162,8 +164,10 @@ WHERE owner = :owner AND status = 'running'
 RETURNING run_id;
 
 -- name: upsert_worker
-INSERT INTO kernos_workers (worker_id, host, pid, pid_start, started_at, heartbeat_at, state)
-VALUES (:worker_id, :host, :pid, :pid_start, :now, :now, :state)
+INSERT INTO kernos_workers (
+    worker_id, host, pid, pid_start, started_at, heartbeat_at, state, queues, concurrency
+)
+VALUES (:worker_id, :host, :pid, :pid_start, :now, :now, :state, :queues, :concurrency)
 ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, state = excluded.state;
 
 -- name: heartbeat_worker
@@ -262,3 +266,143 @@ SELECT version FROM kernos_schema_version ORDER BY version;
 
 -- name: record_version
 INSERT INTO kernos_schema_version (version, name, applied_at) VALUES (:version, :name, :now);
+
+-- name: find_dedup
+SELECT run_id FROM kernos_runs
+WHERE queue = :queue AND dedup_id = :dedup_id
+  AND status NOT IN ('succeeded', 'failed', 'cancelled');
+
+-- name: insert_dep
+INSERT INTO kernos_run_deps (run_id, depends_on) VALUES (:run_id, :depends_on)
+ON CONFLICT DO NOTHING;
+
+-- name: upstream_of
+SELECT depends_on FROM kernos_run_deps WHERE run_id = :run_id;
+
+-- name: statuses
+SELECT run_id, status FROM kernos_runs WHERE run_id IN (SELECT value FROM json_each(:run_ids));
+
+-- name: dependents
+SELECT r.run_id, r.status, r.on_dep_failure FROM kernos_run_deps d
+JOIN kernos_runs r ON r.run_id = d.run_id
+WHERE d.depends_on = :run_id;
+
+-- name: release_dependency
+UPDATE kernos_runs SET deps_pending = deps_pending - 1, updated_at = :now
+WHERE run_id = :run_id AND status = 'pending' AND deps_pending > 0;
+
+-- name: cancel_blocked
+UPDATE kernos_runs SET
+    status = 'cancelled', error = :error, finished_at = :now, updated_at = :now
+WHERE run_id = :run_id AND status = 'pending'
+RETURNING run_id;
+
+-- name: claim_resumable
+-- Runs that already began: expired leases (the holder died or stalled) and due
+-- timers of queues without limits. Taking one over needs no new slot.
+UPDATE kernos_runs SET
+    status = 'running', owner = :owner, lease_epoch = lease_epoch + 1,
+    lease_expires_at = :expires, started_at = coalesce(started_at, :now), updated_at = :now,
+    wake_at = NULL, wait_topics = NULL, executions = executions + 1
+WHERE run_id IN (
+    SELECT run_id FROM kernos_runs
+    WHERE ((status = 'running' AND lease_expires_at < :now)
+        OR (status = 'waiting' AND wake_at <= :now
+            AND queue NOT IN (SELECT value FROM json_each(:limited))))
+      AND workflow IN (SELECT value FROM json_each(:workflows))
+      AND (:queues IS NULL OR queue IN (SELECT value FROM json_each(:queues)))
+    ORDER BY priority DESC, created_at
+    LIMIT :limit
+)
+RETURNING *;
+
+-- name: claim_unlimited
+UPDATE kernos_runs SET
+    status = 'running', owner = :owner, lease_epoch = lease_epoch + 1,
+    lease_expires_at = :expires, started_at = coalesce(started_at, :now), updated_at = :now,
+    wake_at = NULL, wait_topics = NULL, executions = executions + 1
+WHERE run_id IN (
+    SELECT run_id FROM kernos_runs
+    WHERE status = 'pending' AND deps_pending = 0
+      AND (wake_at IS NULL OR wake_at <= :now)
+      AND workflow IN (SELECT value FROM json_each(:workflows))
+      AND (:queues IS NULL OR queue IN (SELECT value FROM json_each(:queues)))
+      AND queue NOT IN (SELECT value FROM json_each(:limited))
+    ORDER BY priority DESC, created_at
+    LIMIT :limit
+)
+RETURNING *;
+
+-- name: claim_candidates
+SELECT run_id, concurrency_key, started_at FROM kernos_runs
+WHERE queue = :queue
+  AND ((status = 'pending' AND deps_pending = 0 AND (wake_at IS NULL OR wake_at <= :now))
+    OR (status = 'waiting' AND wake_at <= :now))
+  AND workflow IN (SELECT value FROM json_each(:workflows))
+ORDER BY priority DESC, created_at
+LIMIT :limit;
+
+-- name: claim_chosen
+UPDATE kernos_runs SET
+    status = 'running', owner = :owner, lease_epoch = lease_epoch + 1,
+    lease_expires_at = :expires, started_at = coalesce(started_at, :now), updated_at = :now,
+    wake_at = NULL, wait_topics = NULL, executions = executions + 1
+WHERE run_id IN (SELECT value FROM json_each(:run_ids))
+RETURNING *;
+
+-- name: running_in_queue
+SELECT count(*) AS n FROM kernos_runs WHERE queue = :queue AND status = 'running';
+
+-- name: running_by_key
+SELECT concurrency_key, count(*) AS n FROM kernos_runs
+WHERE queue = :queue AND status = 'running' AND concurrency_key IS NOT NULL
+GROUP BY concurrency_key;
+
+-- name: started_since
+SELECT count(*) AS n FROM kernos_runs WHERE queue = :queue AND started_at > :since;
+
+-- name: upsert_queue
+INSERT INTO kernos_queues (
+    name, concurrency, worker_concurrency, key_concurrency, rate_limit, rate_period, updated_at
+) VALUES (
+    :name, :concurrency, :worker_concurrency, :key_concurrency,
+    :rate_limit, :rate_period, :now
+)
+ON CONFLICT (name) DO UPDATE SET
+    concurrency = excluded.concurrency, worker_concurrency = excluded.worker_concurrency,
+    key_concurrency = excluded.key_concurrency, rate_limit = excluded.rate_limit,
+    rate_period = excluded.rate_period, updated_at = excluded.updated_at;
+
+-- name: list_queue_specs
+SELECT * FROM kernos_queues ORDER BY name;
+
+-- name: lock_queue
+SELECT name FROM kernos_queues WHERE name = :queue;
+
+-- name: queue_depths
+SELECT queue, status, count(*) AS n FROM kernos_runs
+WHERE status IN ('pending', 'running', 'waiting', 'paused')
+GROUP BY queue, status;
+
+-- name: runs_in_flight
+SELECT owner, count(*) AS n FROM kernos_runs WHERE status = 'running' AND owner IS NOT NULL
+GROUP BY owner;
+
+-- name: upsert_schedule
+INSERT INTO kernos_schedules (name, cron, workflow, queue, last_tick, updated_at)
+VALUES (:name, :cron, :workflow, :queue, :last_tick, :now)
+ON CONFLICT (name) DO UPDATE SET
+    cron = excluded.cron, workflow = excluded.workflow, queue = excluded.queue,
+    updated_at = excluded.updated_at;
+
+-- name: get_schedule
+SELECT * FROM kernos_schedules WHERE name = :name;
+
+-- name: advance_schedule
+-- Compare-and-set: of several schedulers, only the one that saw last_tick moves it.
+UPDATE kernos_schedules SET last_tick = :tick, updated_at = :now
+WHERE name = :name AND (last_tick IS NULL OR last_tick < :tick)
+RETURNING name;
+
+-- name: list_schedules
+SELECT * FROM kernos_schedules ORDER BY name;

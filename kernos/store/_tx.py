@@ -1,0 +1,61 @@
+"""A transaction in progress, as the store's SQL helpers see it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from kernos import errors
+from kernos.records import Run
+from kernos.serialization import decode
+
+if TYPE_CHECKING:
+    from kernos.store._sql import SqlStore
+
+__all__ = ["Connection", "Tx"]
+
+Connection = Any  # sqlite3.Connection or psycopg.Connection
+
+
+class Tx:
+    """A transaction in progress: runs named queries and resolves blobs."""
+
+    __slots__ = ("conn", "now", "queries", "store")
+
+    def __init__(self, store: SqlStore, conn: Connection, now: float) -> None:
+        self.store = store
+        self.conn = conn
+        self.queries = store.queries
+        self.now = now
+
+    def execute(self, name: str, params: dict[str, Any]) -> Any:
+        return self.conn.execute(self.queries[name], params)
+
+    def one(self, name: str, params: dict[str, Any]) -> Any:
+        return self.execute(name, params).fetchone()
+
+    def all(self, name: str, params: dict[str, Any]) -> list[Any]:
+        return list(self.execute(name, params).fetchall())
+
+    def decode(self, text: str | None) -> Any:
+        return decode(self.store.blobs.resolve(text, self.execute))
+
+    def put(self, text: str | None) -> str | None:
+        return self.store.blobs.externalize(text, self.execute, self.now)
+
+    def event(self, run_id: str, kind: str, data: dict[str, Any] | str | None = None) -> None:
+        if isinstance(data, dict):
+            data = orjson.dumps(data).decode()
+        self.execute(
+            "insert_event", {"run_id": run_id, "kind": kind, "now": self.now, "data": data}
+        )
+
+    def run(self, run_id: str) -> Run:
+        row = self.one("get_run", {"run_id": run_id})
+        if row is None:
+            raise errors.RunNotFoundError(
+                f"no run with id {run_id!r}; `kernos runs list` shows the runs in this store",
+                run_id=run_id,
+            )
+        return Run.from_row(row, self.decode)
