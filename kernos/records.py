@@ -56,6 +56,7 @@ class EntryKind(enum.StrEnum):
     RECV = "recv"  # a message received by the run (or a receive timeout)
     CHILD = "child"  # a child workflow and, once done, its result
     CHECKPOINT = "checkpoint"  # a named state snapshot with its SHA-256 checksum
+    ENQUEUE = "enqueue"  # a run this run put on a queue (its id is the output)
 
 
 class EntryStatus(enum.StrEnum):

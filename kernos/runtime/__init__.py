@@ -4,12 +4,15 @@ from kernos.runtime._app import Kernos, RunHandle
 from kernos.runtime._context import Divergence
 from kernos.runtime._definitions import Step, Workflow, registry, step, workflow
 from kernos.runtime._primitives import checkpoint, current_run_id, gather, recv, sleep
+from kernos.runtime._queues import Queue, load_queues
 from kernos.runtime._replay import ReplayReport
 from kernos.runtime._retry import RetryPolicy
+from kernos.runtime._scheduler import schedule
 
 __all__ = [
     "Divergence",
     "Kernos",
+    "Queue",
     "ReplayReport",
     "RetryPolicy",
     "RunHandle",
@@ -18,8 +21,10 @@ __all__ = [
     "checkpoint",
     "current_run_id",
     "gather",
+    "load_queues",
     "recv",
     "registry",
+    "schedule",
     "sleep",
     "step",
     "workflow",

@@ -5,15 +5,26 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 from kernos import errors
-from kernos.records import Checkpoint, EntryKind, EntryStatus, Event, JournalEntry, Run, RunStatus
+from kernos.records import (
+    Checkpoint,
+    EntryKind,
+    EntryStatus,
+    Event,
+    JournalEntry,
+    QueueStats,
+    Run,
+    RunStatus,
+    Worker,
+)
 from kernos.runtime._context import failure_of
 from kernos.runtime._definitions import Registry, Workflow, registry
 from kernos.runtime._engine import Engine
+from kernos.runtime._queues import queues as declared_queues
 from kernos.runtime._replay import ReplayReport, replay
 from kernos.serialization import encode, restore
 from kernos.store import NewRun, RunFilter, Store, open_store
@@ -101,8 +112,11 @@ class Kernos:
         blob_threshold: values longer than this (bytes of JSON) are stored out of line.
         blob_dir: store out-of-line values as files in this directory.
         migrate: apply pending schema migrations when opening.
+        queues: the queues this worker claims from (default: every queue).
         clock: the time source (seconds since the epoch); tests may control it.
     """
+
+    _current: Kernos | None = None
 
     def __init__(
         self,
@@ -118,6 +132,7 @@ class Kernos:
         blob_threshold: int = 64 * 1024,
         blob_dir: str | None = None,
         migrate: bool = True,
+        queues: Sequence[str] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if concurrency < 1:
@@ -148,7 +163,9 @@ class Kernos:
             inline_wait=inline_wait,
             threads=threads,
             clock=clock,
+            queues=queues,
         )
+        self.engine.app = self
         self._open = False
         self._opening: asyncio.Lock | None = None
 
@@ -176,16 +193,37 @@ class Kernos:
                         applied=applied,
                         needed=needed,
                     )
+            for queue in declared_queues.values():
+                await self.store.upsert_queue(queue.spec)
             if self.claims:
                 await self.engine.start(claim=True)
             self._open = True
+            Kernos._current = self
         return self
 
-    async def close(self) -> None:
-        """Stop executing, hand back unfinished runs, close the store."""
-        if self._open:
-            await self.engine.stop()
-            self._open = False
+    @classmethod
+    def current(cls) -> Kernos:
+        """The app most recently opened in this process (used by ``Queue.enqueue``).
+
+        Raises:
+            UsageError: no app is open.
+        """
+        if cls._current is None:
+            raise errors.UsageError(
+                "no Kernos app is open in this process; open one first "
+                "(`async with kernos.Kernos(store_url) as app:`)"
+            )
+        return cls._current
+
+    async def close(self, *, grace: float = 0.0) -> None:
+        """Stop claiming, let running runs go on for up to ``grace`` seconds, then
+        hand back what is unfinished (another worker resumes it from its journal)
+        and close the store."""
+        if self._open or self.engine.started:
+            await self.engine.stop(grace=grace)
+        self._open = False
+        if Kernos._current is self:
+            Kernos._current = None
         await self.store.close()
 
     async def __aenter__(self) -> Kernos:
@@ -245,6 +283,70 @@ class Kernos:
         if await self.store.create_run(new):
             self.engine.launch(await self.store.get_run(new.run_id))
         return RunHandle(self, new.run_id, workflow)
+
+    async def enqueue(
+        self,
+        queue: str,
+        workflow: Workflow[..., Any],
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> RunHandle[Any]:
+        """Put a run on ``queue``; the options are those of :meth:`Queue.enqueue`."""
+        await self.open()
+        new = self.new_queued_run(queue, workflow, tuple(args), kwargs or {}, **options)
+        enqueued = await self.store.enqueue(new)
+        self.engine.poke()
+        return RunHandle(self, enqueued.run_id, workflow)
+
+    def new_queued_run(
+        self,
+        queue: str,
+        workflow: Workflow[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        priority: int = 0,
+        key: str | None = None,
+        depends_on: Sequence[str] = (),
+        on_dep_failure: str = "cancel",
+        delay: float | None = None,
+        dedup_id: str | None = None,
+        run_id: str | None = None,
+        timeout: float | None = None,
+        default_id: str | None = None,
+    ) -> NewRun:
+        """Describe a queued run (validated, input encoded), ready for ``Store.enqueue``."""
+        if not isinstance(workflow, Workflow):
+            raise errors.UsageError(
+                f"{workflow!r} is not a workflow; decorate it with @kernos.workflow"
+            )
+        if delay is not None and delay < 0:
+            raise errors.UsageError(f"delay must be 0 or more seconds, got {delay}")
+        return NewRun(
+            run_id=run_id or default_id or uuid.uuid4().hex,
+            workflow=workflow.name,
+            version=workflow.version,
+            input=encode(
+                {"args": list(args), "kwargs": kwargs}, what=f"input of workflow {workflow.name!r}"
+            ),
+            queue=queue,
+            priority=priority,
+            wake_at=self.clock() + delay if delay else None,
+            timeout=timeout if timeout is not None else workflow.timeout,
+            concurrency_key=key,
+            dedup_id=dedup_id,
+            depends_on=tuple(depends_on),
+            on_dep_failure=on_dep_failure,
+        )
+
+    async def queues(self) -> list[QueueStats]:
+        """Every queue with limits or unfinished runs: its limits and depth."""
+        return await self.store.list_queues()
+
+    async def workers(self) -> list[Worker]:
+        """The worker registry: id, host, pid, queues, heartbeat, runs in flight, state."""
+        return await self.store.list_workers()
 
     def handle(self, run_id: str) -> RunHandle[Any]:
         """A handle to an existing run."""

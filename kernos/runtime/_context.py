@@ -502,6 +502,46 @@ class RunContext:
             raise failure_of(child)
         return restore(child.output, wf.return_type)
 
+    # -- enqueueing ---------------------------------------------------------------
+
+    async def call_enqueue(
+        self,
+        queue: str,
+        wf: Workflow[Any, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: dict[str, Any],
+    ) -> str:
+        """Enqueue a run from workflow code, journaled so recovery does not repeat it."""
+        seq = self.take_seq()
+        what = f"enqueue of {wf.name!r} on {queue!r}"
+        arg_hash = args_hash((*args, options), kwargs, what=what)
+        entry = self.recorded(seq, EntryKind.ENQUEUE, f"{queue}:{wf.name}", arg_hash)
+        if entry is not None:
+            return str(entry.output)
+        engine = self._live()
+        new = engine.app.new_queued_run(
+            queue, wf, args, kwargs, default_id=f"{self.run_id}.{seq}", **options
+        )
+        enqueued = await engine.store.enqueue(new)
+        engine.poke()
+        await self.write(
+            self._entry(
+                seq,
+                EntryKind.ENQUEUE,
+                f"{queue}:{wf.name}",
+                status=EntryStatus.OK.value,
+                args_hash=arg_hash,
+                output=encode(enqueued.run_id, what=what),
+                finished_at=engine.clock(),
+                event_kind="run.enqueued",
+                event_data=encode(
+                    {"seq": seq, "run_id": enqueued.run_id, "queue": queue}, what="event"
+                ),
+            )
+        )
+        return enqueued.run_id
+
     # -- checkpoints -------------------------------------------------------------
 
     def checkpoint(self, name: str, state: Any) -> None:

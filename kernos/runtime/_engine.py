@@ -16,15 +16,18 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from typing import Any
 
 from kernos import errors
 from kernos.records import Run, RunStatus, Worker
 from kernos.runtime._context import RunContext, Suspend, describe_error
 from kernos.runtime._definitions import Registry
 from kernos.runtime._process import process_start_marker, same_process_alive
+from kernos.runtime._queues import queues as declared_queues
+from kernos.runtime._scheduler import run_schedules, schedules
 from kernos.runtime._writer import JournalWriter
 from kernos.serialization import encode
 from kernos.store import Fence, FinishWrite, NewRun, Store
@@ -48,6 +51,7 @@ class Engine:
         inline_wait: float,
         threads: int,
         clock: Callable[[], float],
+        queues: Sequence[str] | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -56,6 +60,8 @@ class Engine:
         self.poll_interval = poll_interval
         self.inline_wait = inline_wait
         self.clock = clock
+        self.queues = list(queues) if queues is not None else None
+        self.app: Any = None  # the Kernos app, set by it; handles need it
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.writer = JournalWriter(store)
         self.threads = ThreadPoolExecutor(threads, thread_name_prefix="kernos-step")
@@ -64,7 +70,13 @@ class Engine:
         self._changed: dict[str, asyncio.Event] = {}
         self._wakeup = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
+        self._queue_of: dict[str, str] = {}
         self._started = False
+
+    @property
+    def started(self) -> bool:
+        """Whether this engine registered and may hold runs."""
+        return self._started
 
     # -- life cycle ---------------------------------------------------------------
 
@@ -83,19 +95,32 @@ class Engine:
             started_at=now,
             heartbeat_at=now,
             state="active",
+            queues=self.queues,
+            concurrency=self.concurrency,
         )
         await self.store.register_worker(worker, process_start_marker(pid))
         await self.retire_dead_local_workers()
         loop = asyncio.get_running_loop()
         self._loops.append(loop.create_task(self._heartbeat_loop(), name="kernos-heartbeat"))
         if claim:
+
+            def wake_from_any_thread(_queue: str) -> None:
+                loop.call_soon_threadsafe(self._wakeup.set)
+
+            self.store.listen(wake_from_any_thread)
             self._loops.append(loop.create_task(self._claim_loop(), name="kernos-claim"))
             self._loops.append(loop.create_task(self._watchdog_loop(), name="kernos-watchdog"))
+            if schedules:
+                self._loops.append(
+                    loop.create_task(run_schedules(self, schedules), name="kernos-cron")
+                )
 
-    async def stop(self) -> None:
-        """Stop claiming, stop executing, and hand back what this worker still holds.
+    async def stop(self, *, grace: float = 0.0) -> None:
+        """Stop claiming; give running runs ``grace`` seconds to finish; then
+        interrupt the rest and hand back what this worker still holds.
 
-        Runs stopped mid-way resume from their journal on the next worker.
+        Runs interrupted mid-way resume from their journal on the next worker
+        (a step that was interrupted runs again there).
         """
         if not self._started:
             return
@@ -103,6 +128,13 @@ class Engine:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
         self._loops.clear()
+        if grace > 0 and self._tasks:
+            await self.store.set_worker_state(self.worker_id, "draining")
+            logger.info(
+                "draining",
+                extra={"action": "drain", "runs": len(self._tasks), "grace": grace},
+            )
+            await asyncio.wait(list(self._tasks.values()), timeout=grace)
         running = list(self._tasks.values())
         self._stopping.update(self._tasks)
         for task in running:
@@ -127,10 +159,12 @@ class Engine:
             return
         task = asyncio.get_running_loop().create_task(self._execute(run), name=f"run:{run.run_id}")
         self._tasks[run.run_id] = task
+        self._queue_of[run.run_id] = run.queue
         task.add_done_callback(lambda _: self._done(run.run_id))
 
     def _done(self, run_id: str) -> None:
         self._tasks.pop(run_id, None)
+        self._queue_of.pop(run_id, None)
         self._stopping.discard(run_id)
         self.notify(run_id)
         self._wakeup.set()
@@ -305,7 +339,11 @@ class Engine:
             if limit > 0 and names:
                 try:
                     claimed = await self.store.claim(
-                        self.worker_id, limit=limit, lease_s=self.lease_s, workflows=names
+                        self.worker_id,
+                        limit=limit,
+                        lease_s=self.lease_s,
+                        workflows=names,
+                        queues=self._room_per_queue(limit),
                     )
                 except errors.StoreError as exc:
                     logger.warning(
@@ -324,6 +362,21 @@ class Engine:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), delay)
             self._wakeup.clear()
+
+    def _room_per_queue(self, limit: int) -> dict[str, int] | None:
+        """How many more runs this worker may take from each of its queues."""
+        if self.queues is None:
+            return None
+        room = {}
+        for name in self.queues:
+            queue = declared_queues.get(name)
+            cap = queue.spec.worker_concurrency if queue is not None else None
+            if cap is None:
+                room[name] = limit
+            else:
+                running = sum(1 for q in self._queue_of.values() if q == name)
+                room[name] = max(0, min(limit, cap - running))
+        return room
 
     async def _heartbeat_loop(self) -> None:
         while True:
