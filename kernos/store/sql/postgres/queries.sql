@@ -371,11 +371,14 @@ ORDER BY priority DESC, created_at
 LIMIT %(limit)s;
 
 -- name: claim_chosen
+-- The candidates were read unlocked: re-check that each is still claimable
+-- (a cancel or pause may have committed since), or it would come back to life.
 UPDATE kernos_runs SET
     status = 'running', owner = %(owner)s, lease_epoch = lease_epoch + 1,
     lease_expires_at = %(expires)s, started_at = coalesce(started_at, %(now)s::double precision), updated_at = %(now)s::double precision,
     wake_at = NULL, wait_topics = NULL, executions = executions + 1
 WHERE run_id IN (SELECT jsonb_array_elements_text(%(run_ids)s::jsonb))
+  AND status IN ('pending', 'waiting')
 RETURNING *;
 
 -- name: running_in_queue

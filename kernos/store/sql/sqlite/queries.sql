@@ -343,11 +343,14 @@ ORDER BY priority DESC, created_at
 LIMIT :limit;
 
 -- name: claim_chosen
+-- The candidates were read unlocked: re-check that each is still claimable
+-- (a cancel or pause may have committed since), or it would come back to life.
 UPDATE kernos_runs SET
     status = 'running', owner = :owner, lease_epoch = lease_epoch + 1,
     lease_expires_at = :expires, started_at = coalesce(started_at, :now), updated_at = :now,
     wake_at = NULL, wait_topics = NULL, executions = executions + 1
 WHERE run_id IN (SELECT value FROM json_each(:run_ids))
+  AND status IN ('pending', 'waiting')
 RETURNING *;
 
 -- name: running_in_queue
