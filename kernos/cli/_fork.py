@@ -84,6 +84,8 @@ def fork(
         import_apps(settings.apps)  # before forking, so a bad --app changes nothing
 
     async def create(client: runtime.Kernos) -> records.Run:
+        if wait and settings.apps:
+            _require_workflow(client, (await client.get_run(run_id)).workflow, settings)
         handle = await client.fork(
             run_id, position, patch=patch_value, patched=patch is not None, new_run_id=new_id
         )
@@ -100,14 +102,6 @@ def fork(
 
 def _wait(settings: Settings, fork: records.Run, timeout: float | None) -> records.Run:
     async def use(client: runtime.Kernos) -> records.Run:
-        if settings.apps and client.registry.get(fork.workflow) is None:
-            raise errors.ConfigError(
-                f"workflow {fork.workflow!r} of fork {fork.run_id!r} is not registered by "
-                f"--app {','.join(settings.apps)}; pass the module that defines it. The fork "
-                "was created and waits for a worker",
-                workflow=fork.workflow,
-                run_id=fork.run_id,
-            )
         try:
             await client.handle(fork.run_id).result(timeout=timeout)
         except TimeoutError:
@@ -121,6 +115,16 @@ def _wait(settings: Settings, fork: records.Run, timeout: float | None) -> recor
     if not settings.apps:
         render.note(f"no --app given: waiting for a worker to execute {fork.run_id}")
     return call(settings, use, worker=bool(settings.apps))
+
+
+def _require_workflow(client: runtime.Kernos, workflow: str, settings: Settings) -> None:
+    # Without its workflow this process would claim nothing and wait forever.
+    if client.registry.get(workflow) is None:
+        raise errors.ConfigError(
+            f"workflow {workflow!r} is not registered by --app {','.join(settings.apps)}; "
+            "pass the module that defines it",
+            workflow=workflow,
+        )
 
 
 def _report(run: records.Run, *, json: bool) -> None:

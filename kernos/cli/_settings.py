@@ -15,7 +15,9 @@ import typer
 from kernos import errors
 
 __all__ = [
+    "APP_HELP",
     "DEFAULT_STORE",
+    "STORE_HELP",
     "AppOption",
     "JsonOption",
     "RunArgument",
@@ -23,6 +25,7 @@ __all__ = [
     "StoreOption",
     "import_apps",
     "resolve",
+    "split_apps",
 ]
 
 DEFAULT_STORE = "sqlite:///kernos.db"
