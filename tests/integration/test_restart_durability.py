@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +24,14 @@ RUN_ID = "durable-1"
 
 
 @pytest.fixture
-async def store(store_url: str) -> Any:
+async def store(store_url: str) -> AsyncIterator[Store]:
     opened = open_store(store_url)
     yield opened
     await opened.close()
 
 
 @pytest.fixture
-async def processes(store_url: str, tmp_path: Path) -> Any:
+async def processes(store_url: str, tmp_path: Path) -> AsyncIterator[Processes]:
     started = Processes(store_url, tmp_path / "ledger.csv", tmp_path)
     yield started
     await started.close()
