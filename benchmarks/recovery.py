@@ -126,6 +126,7 @@ def measure(store: str, url: str, ledger: Path, steps: int, kill_at: int) -> dic
         "open_s": round(report["opened_at"] - report["open_started_at"], 4),
         "opened_to_first_step_s": round(first_at - report["opened_at"], 4),
         "python": platform.python_version(),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
     }
 
 

@@ -131,6 +131,7 @@ def report(
         "ratio_steps_per_s_to_floor": round(result["steps_per_s"] / floor.commits_per_s, 3),
         "python": platform.python_version(),
         "kernos": kernos.__version__,
+        "load_avg_1m": round(os.getloadavg()[0], 2),
     }
 
 
