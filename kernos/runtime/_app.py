@@ -34,6 +34,7 @@ __all__ = ["Kernos", "RunHandle"]
 T = TypeVar("T")
 
 DEFAULT_STORE = "sqlite:///kernos.db"
+LOCAL_RECHECK = 5.0  # seconds; a safety net for local runs, which notify when they end
 
 
 class RunHandle(Generic[T]):
@@ -71,7 +72,9 @@ class RunHandle(Generic[T]):
                 return result
             if run.status.terminal:
                 raise failure_of(run)
-            wait = poll
+            # A run executing here says when it ends: no need to ask the store
+            # (polling would compete with the journal writer for the store).
+            wait = LOCAL_RECHECK if self.app.engine.is_local(self.run_id) else poll
             if give_up is not None:
                 wait = min(wait, give_up - loop.time())
                 if wait <= 0:
@@ -332,7 +335,7 @@ class Kernos:
             ),
             queue=queue,
             priority=priority,
-            wake_at=self.clock() + delay if delay else None,
+            delay=delay or None,
             timeout=timeout if timeout is not None else workflow.timeout,
             concurrency_key=key,
             dedup_id=dedup_id,

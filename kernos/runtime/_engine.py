@@ -71,6 +71,8 @@ class Engine:
         self._wakeup = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._queue_of: dict[str, str] = {}
+        self._epoch_of: dict[str, int] = {}
+        self._relaunch: dict[str, Run] = {}
         self._started = False
 
     @property
@@ -124,10 +126,15 @@ class Engine:
         """
         if not self._started:
             return
-        for task in self._loops:
+        # The heartbeat goes on while runs drain: it keeps their leases (else
+        # another worker would take them over mid-step) and interrupts runs
+        # cancelled meanwhile.
+        heartbeat = [task for task in self._loops if task.get_name() == "kernos-heartbeat"]
+        claiming = [task for task in self._loops if task not in heartbeat]
+        for task in claiming:
             task.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
-        self._loops.clear()
+        await asyncio.gather(*claiming, return_exceptions=True)
+        self._loops = heartbeat
         if grace > 0 and self._tasks:
             await self.store.set_worker_state(self.worker_id, "draining")
             logger.info(
@@ -135,6 +142,10 @@ class Engine:
                 extra={"action": "drain", "runs": len(self._tasks), "grace": grace},
             )
             await asyncio.wait(list(self._tasks.values()), timeout=grace)
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        self._loops.clear()
         running = list(self._tasks.values())
         self._stopping.update(self._tasks)
         for task in running:
@@ -156,16 +167,28 @@ class Engine:
     def launch(self, run: Run) -> None:
         """Execute a run this worker holds, in a task of its own."""
         if run.run_id in self._tasks:
+            # Claimed again here while still executing (its lease ran out, e.g. the
+            # process stalled): the old execution's epoch can write nothing more, so
+            # stop it and execute under the new epoch once it has ended.
+            if run.lease_epoch > self._epoch_of.get(run.run_id, run.lease_epoch):
+                self._relaunch[run.run_id] = run
+                self.stop_local([run.run_id])
             return
         task = asyncio.get_running_loop().create_task(self._execute(run), name=f"run:{run.run_id}")
         self._tasks[run.run_id] = task
         self._queue_of[run.run_id] = run.queue
+        self._epoch_of[run.run_id] = run.lease_epoch
         task.add_done_callback(lambda _: self._done(run.run_id))
 
     def _done(self, run_id: str) -> None:
         self._tasks.pop(run_id, None)
         self._queue_of.pop(run_id, None)
+        self._epoch_of.pop(run_id, None)
         self._stopping.discard(run_id)
+        again = self._relaunch.pop(run_id, None)
+        if again is not None and self._loops:  # not while stopping: the claim is released
+            self.launch(again)
+            return
         self.notify(run_id)
         self._wakeup.set()
 
@@ -179,7 +202,8 @@ class Engine:
         """Wait until a local execution of ``run_id`` ends, or ``timeout``."""
         event = self._changed.setdefault(run_id, asyncio.Event())
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout)
+            async with asyncio.timeout(timeout):  # see _claim_loop: not wait_for
+                await event.wait()
 
     def stop_local(self, run_ids: list[str]) -> None:
         """Interrupt local executions of runs that were cancelled or taken away."""
@@ -343,7 +367,7 @@ class Engine:
                         limit=limit,
                         lease_s=self.lease_s,
                         workflows=names,
-                        queues=self._room_per_queue(limit),
+                        queues=self._room_per_queue(limit, await self._serving()),
                     )
                 except errors.StoreError as exc:
                     logger.warning(
@@ -359,16 +383,31 @@ class Engine:
                 now = self.clock()
                 if due is not None and due > now:
                     delay = min(delay, due - now)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a
+            # cancel that lands as the event is set, and stop() would wait forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._wakeup.wait()
             self._wakeup.clear()
 
-    def _room_per_queue(self, limit: int) -> dict[str, int] | None:
-        """How many more runs this worker may take from each of its queues."""
-        if self.queues is None:
+    async def _serving(self) -> list[str] | None:
+        """The queues this worker claims from; None for every queue.
+
+        A worker serving every queue names them all (each queue with limits or
+        unfinished runs) when a queue declared here caps what one worker runs.
+        """
+        if self.queues is not None:
+            return self.queues
+        if any(q.spec.worker_concurrency for q in declared_queues.values()):
+            return [stats.name for stats in await self.store.list_queues()]
+        return None
+
+    def _room_per_queue(self, limit: int, queues: list[str] | None) -> dict[str, int] | None:
+        """How many more runs this worker may take from each of ``queues``."""
+        if queues is None:
             return None
         room = {}
-        for name in self.queues:
+        for name in queues:
             queue = declared_queues.get(name)
             cap = queue.spec.worker_concurrency if queue is not None else None
             if cap is None:

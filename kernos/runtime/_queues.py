@@ -61,6 +61,11 @@ class Queue:
                     f"queue {name!r}: {label} must be a positive integer, got {value!r}",
                     queue=name,
                 )
+        if isinstance(rate_period, bool) or not isinstance(rate_period, int | float):
+            raise errors.ConfigError(
+                f"queue {name!r}: rate_period must be a number of seconds, got {rate_period!r}",
+                queue=name,
+            )
         if rate_period <= 0:
             raise errors.ConfigError(f"queue {name!r}: rate_period must be positive", queue=name)
         self.spec = QueueSpec(
@@ -166,8 +171,13 @@ def load_queues(path: str | Path) -> list[Queue]:
         data = tomllib.loads(Path(path).read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise errors.ConfigError(f"cannot read queue config {path}: {exc}", path=str(path)) from exc
+    tables = data.get("queues", {})
+    if not isinstance(tables, dict):
+        raise errors.ConfigError(
+            f"{path}: queues must be tables, one [queues.NAME] per queue", path=str(path)
+        )
     declared = []
-    for name, options in data.get("queues", {}).items():
+    for name, options in tables.items():
         if not isinstance(options, dict):
             raise errors.ConfigError(f"{path}: [queues.{name}] must be a table", path=str(path))
         unknown = set(options) - _QUEUE_OPTIONS

@@ -38,6 +38,7 @@ class NewRun:
     owner: str | None = None
     lease_s: float = 30.0
     wake_at: float | None = None
+    delay: float | None = None  # seconds after creation (store time) before it may start
     timeout: float | None = None
     concurrency_key: str | None = None
     dedup_id: str | None = None

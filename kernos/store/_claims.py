@@ -49,13 +49,31 @@ def claim(
         "queues": None if wanted is None else _json(wanted),
         "limited": _json(limited),
     }
-    rows = tx.all("claim_resumable", {**base, "limit": limit})
-    if len(rows) < limit:
-        rows += tx.all("claim_unlimited", {**base, "limit": limit - len(rows)})
+    taken: dict[str, int] = {}
+    if queues is None or all(n >= limit for n in queues.values()):
+        rows = tx.all("claim_resumable", {**base, "limit": limit})
+        if len(rows) < limit:
+            rows += tx.all("claim_unlimited", {**base, "limit": limit - len(rows)})
+        for row in rows:
+            taken[row["queue"]] = taken.get(row["queue"], 0) + 1
+    else:
+        # The worker's room in some queue (its worker_concurrency) is below the
+        # limit: claim queue by queue, so that room bounds every way in.
+        rows = []
+        for name in wanted or ():
+            room = min(queues[name], limit - len(rows))
+            if room <= 0:
+                continue
+            one = {**base, "queues": _json([name])}
+            got = tx.all("claim_resumable", {**one, "limit": room})
+            if len(got) < room:
+                got += tx.all("claim_unlimited", {**one, "limit": room - len(got)})
+            taken[name] = len(got)
+            rows += got
     for name in limited:
         room = limit - len(rows)
         if queues is not None:
-            room = min(room, queues.get(name, 0))
+            room = min(room, queues.get(name, 0) - taken.get(name, 0))
         if room <= 0:
             continue
         rows += _claim_limited(tx, specs[name], room, base)

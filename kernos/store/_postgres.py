@@ -150,5 +150,17 @@ class PostgresStore(SqlStore):
         # One simple-protocol call runs the whole script, function bodies included.
         tx.conn.execute(script)
 
+    def _fence_many(self, tx: _Tx, params: list[dict[str, Any]]) -> list[Any]:
+        # executemany pipelines the statements: one round trip for the batch
+        # instead of one per entry, with every RETURNING row kept.
+        cursor = tx.conn.cursor()
+        cursor.executemany(tx.queries["fence"], params, returning=True)
+        rows = []
+        while True:
+            rows.append(cursor.fetchone())
+            if not cursor.nextset():
+                break
+        return rows
+
     def _lock_migrations(self, tx: _Tx) -> None:
         tx.execute("lock_migrations", {"key": MIGRATION_LOCK_KEY})

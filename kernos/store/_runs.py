@@ -44,7 +44,7 @@ def insert_run(
             "owner": run.owner if owned else None,
             "lease_epoch": 1 if owned else 0,
             "lease_expires_at": tx.now + run.lease_s if owned else None,
-            "wake_at": run.wake_at,
+            "wake_at": tx.now + run.delay if run.delay else run.wake_at,
             "deadline": tx.now + run.timeout if run.timeout is not None else None,
             "timeout": run.timeout,
             "executions": 1 if owned else 0,

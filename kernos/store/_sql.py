@@ -122,6 +122,12 @@ class SqlStore(Store):
                         f"{self.dialect} store {self.url} failed: {exc}", url=self.url
                     ) from exc
                 self._drop_if_broken(exc)
+                if self._closed:  # closing: stop retrying, so close() need not wait it out
+                    raise errors.StoreUnavailableError(
+                        f"{self.dialect} store {self.url} was closed while unavailable "
+                        f"({exc}); nothing was written",
+                        url=self.url,
+                    ) from exc
                 if time.monotonic() >= give_up:
                     raise errors.StoreUnavailableError(
                         f"{self.dialect} store {self.url} stayed unavailable for "
@@ -323,8 +329,51 @@ class SqlStore(Store):
     # -- fenced writes ---------------------------------------------------------
 
     async def apply(self, writes: Sequence[Write]) -> list[Fence | None]:
-        """Apply a batch of writes in one transaction (group commit)."""
-        return await self._call(lambda tx: [_APPLY[type(w)](tx, w) for w in writes])
+        """Apply a batch of writes in one transaction (group commit).
+
+        Journal entries go first, each kind of statement sent for the whole batch
+        at once (:meth:`_fence_many`, ``executemany``); then events and finishes in
+        order. A run's finish therefore always follows its entries.
+        """
+        return await self._call(lambda tx: self._apply_batch(tx, writes))
+
+    def _apply_batch(self, tx: _Tx, writes: Sequence[Write]) -> list[Fence | None]:
+        results: list[Fence | None] = [None] * len(writes)
+        entries = [(i, w) for i, w in enumerate(writes) if isinstance(w, EntryWrite)]
+        if entries:
+            rows = self._fence_many(tx, [_fence_params(tx, w) for _, w in entries])
+            written = []
+            for (i, write), row in zip(entries, rows, strict=True):
+                if row is None:
+                    results[i] = Fence.LOST
+                    continue
+                results[i] = Fence.PAUSE if row["pause_requested"] else Fence.OK
+                written.append(write)
+            tx.many(
+                "upsert_entry",
+                [
+                    _entry_params(
+                        tx, w, status=w.status, output=w.output, finished_at=w.finished_at
+                    )
+                    for w in written
+                ],
+            )
+            tx.many(
+                "insert_event",
+                [
+                    {"run_id": w.run_id, "kind": w.event_kind, "now": tx.now, "data": w.event_data}
+                    for w in written
+                    if w.event_kind is not None
+                ],
+            )
+        for i, other in enumerate(writes):
+            if not isinstance(other, EntryWrite):
+                results[i] = _APPLY[type(other)](tx, other)
+        return results
+
+    def _fence_many(self, tx: _Tx, params: list[dict[str, Any]]) -> list[Any]:
+        """Run the fence for each of ``params``; one row (or None) each."""
+        return [tx.one("fence", p) for p in params]
 
     async def receive(
         self, write: EntryWrite, topic: str, *, timed_out: bool
@@ -661,13 +710,14 @@ class SqlStore(Store):
 
 
 def _fence(tx: _Tx, write: EntryWrite) -> Fence:
-    row = tx.one(
-        "fence",
-        {"run_id": write.run_id, "epoch": write.epoch, "steps": write.seq + 1, "now": tx.now},
-    )
+    row = tx.one("fence", _fence_params(tx, write))
     if row is None:
         return Fence.LOST
     return Fence.PAUSE if row["pause_requested"] else Fence.OK
+
+
+def _fence_params(tx: _Tx, write: EntryWrite) -> dict[str, Any]:
+    return {"run_id": write.run_id, "epoch": write.epoch, "steps": write.seq + 1, "now": tx.now}
 
 
 def _upsert_entry(
@@ -675,33 +725,27 @@ def _upsert_entry(
 ) -> None:
     tx.execute(
         "upsert_entry",
-        {
-            "run_id": write.run_id,
-            "seq": write.seq,
-            "kind": write.kind,
-            "name": write.name,
-            "status": status,
-            "args_hash": write.args_hash,
-            "output": tx.put(output),
-            "error": write.error,
-            "attempts": write.attempts,
-            "detail": write.detail,
-            "started_at": write.started_at,
-            "finished_at": finished_at,
-        },
+        _entry_params(tx, write, status=status, output=output, finished_at=finished_at),
     )
 
 
-def _apply_entry(tx: _Tx, write: EntryWrite) -> Fence:
-    fence = _fence(tx, write)
-    if fence is Fence.LOST:
-        return fence
-    _upsert_entry(
-        tx, write, status=write.status, output=write.output, finished_at=write.finished_at
-    )
-    if write.event_kind is not None:
-        tx.event(write.run_id, write.event_kind, write.event_data)
-    return fence
+def _entry_params(
+    tx: _Tx, write: EntryWrite, *, status: str, output: str | None, finished_at: float | None
+) -> dict[str, Any]:
+    return {
+        "run_id": write.run_id,
+        "seq": write.seq,
+        "kind": write.kind,
+        "name": write.name,
+        "status": status,
+        "args_hash": write.args_hash,
+        "output": tx.put(output),
+        "error": write.error,
+        "attempts": write.attempts,
+        "detail": write.detail,
+        "started_at": write.started_at,
+        "finished_at": finished_at,
+    }
 
 
 def _apply_event(tx: _Tx, write: EventWrite) -> None:
@@ -730,7 +774,6 @@ def _apply_finish(tx: _Tx, write: FinishWrite) -> Fence:
 
 
 _APPLY: dict[type, Callable[[_Tx, Any], Fence | None]] = {
-    EntryWrite: _apply_entry,
     EventWrite: _apply_event,
     FinishWrite: _apply_finish,
 }

@@ -32,6 +32,11 @@ class Tx:
     def execute(self, name: str, params: dict[str, Any]) -> Any:
         return self.conn.execute(self.queries[name], params)
 
+    def many(self, name: str, params: list[dict[str, Any]]) -> None:
+        """Execute a named statement once per parameter set, in one driver call."""
+        if params:
+            self.conn.cursor().executemany(self.queries[name], params)
+
     def one(self, name: str, params: dict[str, Any]) -> Any:
         return self.execute(name, params).fetchone()
 

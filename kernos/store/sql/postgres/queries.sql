@@ -187,7 +187,10 @@ VALUES (%(worker_id)s, %(host)s, %(pid)s, %(pid_start)s, %(now)s::double precisi
 ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, state = excluded.state;
 
 -- name: heartbeat_worker
-UPDATE kernos_workers SET heartbeat_at = %(now)s WHERE worker_id = %(worker_id)s::text;
+-- A stale worker that heartbeats again (it was frozen or starved) is active again.
+UPDATE kernos_workers SET heartbeat_at = %(now)s,
+    state = CASE WHEN state = 'stale' THEN 'active' ELSE state END
+WHERE worker_id = %(worker_id)s::text;
 
 -- name: set_worker_state
 UPDATE kernos_workers SET state = %(state)s, heartbeat_at = %(now)s

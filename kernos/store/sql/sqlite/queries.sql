@@ -171,7 +171,10 @@ VALUES (:worker_id, :host, :pid, :pid_start, :now, :now, :state, :queues, :concu
 ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, state = excluded.state;
 
 -- name: heartbeat_worker
-UPDATE kernos_workers SET heartbeat_at = :now WHERE worker_id = :worker_id;
+-- A stale worker that heartbeats again (it was frozen or starved) is active again.
+UPDATE kernos_workers SET heartbeat_at = :now,
+    state = CASE WHEN state = 'stale' THEN 'active' ELSE state END
+WHERE worker_id = :worker_id;
 
 -- name: set_worker_state
 UPDATE kernos_workers SET state = :state, heartbeat_at = :now WHERE worker_id = :worker_id;
