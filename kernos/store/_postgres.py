@@ -11,7 +11,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from kernos.errors import ConfigError
-from kernos.store._sql import SqlStore
+from kernos.store._ops import EntryWrite
+from kernos.store._sql import SqlStore, fence_params, fenced_entry_params, fenced_event_params
 from kernos.store._tx import Tx as _Tx
 
 if TYPE_CHECKING:
@@ -150,17 +151,15 @@ class PostgresStore(SqlStore):
         # One simple-protocol call runs the whole script, function bodies included.
         tx.conn.execute(script)
 
-    def _fence_many(self, tx: _Tx, params: list[dict[str, Any]]) -> list[Any]:
-        # executemany pipelines the statements: one round trip for the batch
-        # instead of one per entry, with every RETURNING row kept.
-        cursor = tx.conn.cursor()
-        cursor.executemany(tx.queries["fence"], params, returning=True)
-        rows = []
-        while True:
-            rows.append(cursor.fetchone())
-            if not cursor.nextset():
-                break
-        return rows
+    def _write_entries(self, tx: _Tx, entries: list[EntryWrite]) -> list[Any]:
+        # One pipeline, one round trip: every fence, then every fenced entry and
+        # event (which check the lease themselves), answers read at the sync.
+        conn = tx.conn
+        with conn.pipeline():
+            cursors = [conn.execute(tx.queries["fence"], fence_params(tx, w)) for w in entries]
+            tx.many("upsert_entry_fenced", [fenced_entry_params(tx, w) for w in entries])
+            tx.many("insert_event_fenced", fenced_event_params(tx, entries))
+        return [cursor.fetchone() for cursor in cursors]
 
     def _lock_migrations(self, tx: _Tx) -> None:
         tx.execute("lock_migrations", {"key": MIGRATION_LOCK_KEY})

@@ -341,39 +341,27 @@ class SqlStore(Store):
         results: list[Fence | None] = [None] * len(writes)
         entries = [(i, w) for i, w in enumerate(writes) if isinstance(w, EntryWrite)]
         if entries:
-            rows = self._fence_many(tx, [_fence_params(tx, w) for _, w in entries])
-            written = []
-            for (i, write), row in zip(entries, rows, strict=True):
+            rows = self._write_entries(tx, [w for _, w in entries])
+            for (i, _), row in zip(entries, rows, strict=True):
                 if row is None:
                     results[i] = Fence.LOST
-                    continue
-                results[i] = Fence.PAUSE if row["pause_requested"] else Fence.OK
-                written.append(write)
-            tx.many(
-                "upsert_entry",
-                [
-                    _entry_params(
-                        tx, w, status=w.status, output=w.output, finished_at=w.finished_at
-                    )
-                    for w in written
-                ],
-            )
-            tx.many(
-                "insert_event",
-                [
-                    {"run_id": w.run_id, "kind": w.event_kind, "now": tx.now, "data": w.event_data}
-                    for w in written
-                    if w.event_kind is not None
-                ],
-            )
+                else:
+                    results[i] = Fence.PAUSE if row["pause_requested"] else Fence.OK
         for i, other in enumerate(writes):
             if not isinstance(other, EntryWrite):
                 results[i] = _APPLY[type(other)](tx, other)
         return results
 
-    def _fence_many(self, tx: _Tx, params: list[dict[str, Any]]) -> list[Any]:
-        """Run the fence for each of ``params``; one row (or None) each."""
-        return [tx.one("fence", p) for p in params]
+    def _write_entries(self, tx: _Tx, entries: list[EntryWrite]) -> list[Any]:
+        """Fence and write ``entries``; return each fence's row (None: lease lost).
+
+        The entry and event statements carry the fence's condition themselves, so
+        a dialect may send all three kinds at once (see the PostgreSQL store).
+        """
+        fences = [tx.one("fence", fence_params(tx, w)) for w in entries]
+        tx.many("upsert_entry_fenced", [fenced_entry_params(tx, w) for w in entries])
+        tx.many("insert_event_fenced", fenced_event_params(tx, entries))
+        return fences
 
     async def receive(
         self, write: EntryWrite, topic: str, *, timed_out: bool
@@ -710,14 +698,36 @@ class SqlStore(Store):
 
 
 def _fence(tx: _Tx, write: EntryWrite) -> Fence:
-    row = tx.one("fence", _fence_params(tx, write))
+    row = tx.one("fence", fence_params(tx, write))
     if row is None:
         return Fence.LOST
     return Fence.PAUSE if row["pause_requested"] else Fence.OK
 
 
-def _fence_params(tx: _Tx, write: EntryWrite) -> dict[str, Any]:
+def fence_params(tx: _Tx, write: EntryWrite) -> dict[str, Any]:
     return {"run_id": write.run_id, "epoch": write.epoch, "steps": write.seq + 1, "now": tx.now}
+
+
+def fenced_entry_params(tx: _Tx, write: EntryWrite) -> dict[str, Any]:
+    params = _entry_params(
+        tx, write, status=write.status, output=write.output, finished_at=write.finished_at
+    )
+    params["epoch"] = write.epoch
+    return params
+
+
+def fenced_event_params(tx: _Tx, entries: list[EntryWrite]) -> list[dict[str, Any]]:
+    return [
+        {
+            "run_id": w.run_id,
+            "epoch": w.epoch,
+            "kind": w.event_kind,
+            "now": tx.now,
+            "data": w.event_data,
+        }
+        for w in entries
+        if w.event_kind is not None
+    ]
 
 
 def _upsert_entry(

@@ -440,3 +440,31 @@ RETURNING name;
 
 -- name: list_schedules
 SELECT * FROM kernos_schedules ORDER BY name;
+
+-- name: upsert_entry_fenced
+-- As upsert_entry, but only while the writer holds the lease: lets a batch send
+-- its fences and its entries together in one pipeline, without waiting for the
+-- fences' answers.
+INSERT INTO kernos_journal (
+    run_id, seq, kind, name, status, args_hash, output, error, attempts, detail,
+    started_at, finished_at
+)
+SELECT %(run_id)s::text, %(seq)s::integer, %(kind)s::text, %(name)s::text, %(status)s::text,
+       %(args_hash)s::text, %(output)s::text, %(error)s::text, %(attempts)s::text,
+       %(detail)s::text, %(started_at)s::double precision, %(finished_at)s::double precision
+WHERE EXISTS (
+    SELECT 1 FROM kernos_runs
+    WHERE run_id = %(run_id)s::text AND lease_epoch = %(epoch)s::integer AND status = 'running'
+)
+ON CONFLICT (run_id, seq) DO UPDATE SET
+    status = excluded.status, output = excluded.output, error = excluded.error,
+    attempts = excluded.attempts, detail = excluded.detail, finished_at = excluded.finished_at
+WHERE kernos_journal.status = 'pending';
+
+-- name: insert_event_fenced
+INSERT INTO kernos_events (run_id, kind, at, data)
+SELECT %(run_id)s::text, %(kind)s::text, %(now)s::double precision, %(data)s::text
+WHERE EXISTS (
+    SELECT 1 FROM kernos_runs
+    WHERE run_id = %(run_id)s::text AND lease_epoch = %(epoch)s::integer AND status = 'running'
+);

@@ -412,3 +412,29 @@ RETURNING name;
 
 -- name: list_schedules
 SELECT * FROM kernos_schedules ORDER BY name;
+
+-- name: upsert_entry_fenced
+-- As upsert_entry, but only while the writer holds the lease: lets a batch send
+-- its fences and its entries together, without waiting for the fences' answers.
+INSERT INTO kernos_journal (
+    run_id, seq, kind, name, status, args_hash, output, error, attempts, detail,
+    started_at, finished_at
+)
+SELECT :run_id, :seq, :kind, :name, :status, :args_hash, :output, :error, :attempts, :detail,
+       :started_at, :finished_at
+WHERE EXISTS (
+    SELECT 1 FROM kernos_runs
+    WHERE run_id = :run_id AND lease_epoch = :epoch AND status = 'running'
+)
+ON CONFLICT (run_id, seq) DO UPDATE SET
+    status = excluded.status, output = excluded.output, error = excluded.error,
+    attempts = excluded.attempts, detail = excluded.detail, finished_at = excluded.finished_at
+WHERE kernos_journal.status = 'pending';
+
+-- name: insert_event_fenced
+INSERT INTO kernos_events (run_id, kind, at, data)
+SELECT :run_id, :kind, :now, :data
+WHERE EXISTS (
+    SELECT 1 FROM kernos_runs
+    WHERE run_id = :run_id AND lease_epoch = :epoch AND status = 'running'
+);
