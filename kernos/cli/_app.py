@@ -10,18 +10,20 @@ from kernos import errors
 from kernos.cli import _render as render
 from kernos.cli._checkpoints import checkpoints
 from kernos.cli._db import db
+from kernos.cli._fleet import queues, workers
 from kernos.cli._fork import fork
 from kernos.cli._replay import replay
 from kernos.cli._runs import runs
 from kernos.cli._settings import APP_HELP, DEFAULT_STORE, STORE_HELP, Settings, split_apps
+from kernos.cli._worker import worker
 
 __all__ = ["app", "main"]
 
 app = typer.Typer(
     name="kernos",
     help=(
-        "Kernos: durable runs of AI-agent workflows. Inspect, cancel, fork and replay "
-        "runs, and manage the store's schema."
+        "Kernos: durable runs of AI-agent workflows. Run workers; inspect, cancel, fork "
+        "and replay runs; inspect queues and workers; manage the store's schema."
     ),
     no_args_is_help=True,
     # Locals can hold store URLs with passwords; keep them out of tracebacks.
@@ -30,8 +32,11 @@ app = typer.Typer(
 app.add_typer(runs)
 app.add_typer(checkpoints)
 app.add_typer(db)
+app.add_typer(queues)
+app.add_typer(workers)
 app.command("fork")(fork)
 app.command("replay")(replay)
+app.command("worker")(worker)
 
 
 def _version(value: bool) -> None:
