@@ -13,13 +13,13 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit, urlunsplit
 
 import typer
 
 from kernos import errors, runtime
 from kernos.cli._session import _require_sqlite_file
 from kernos.cli._settings import AppOption, StoreOption, import_apps, resolve, split_apps
+from kernos.store import redact_url
 
 __all__ = ["worker"]
 
@@ -234,22 +234,10 @@ def startup_line(app: runtime.Kernos, options: WorkerOptions) -> str:
     """``kernos worker <id> started: store=... queues=... concurrency=N pid=P``."""
     queues = ",".join(options.queues) if options.queues is not None else "all"
     return (
-        f"kernos worker {app.engine.worker_id} started: store={redact(options.store)} "
+        f"kernos worker {app.engine.worker_id} started: store={redact_url(options.store)} "
         f"queues={queues} concurrency={options.concurrency} pid={os.getpid()} "
         f"workflows={len(runtime.registry.names())}"
     )
-
-
-def redact(url: str) -> str:
-    """``url`` with any password replaced by ``***``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 # -- logging ---------------------------------------------------------------------------

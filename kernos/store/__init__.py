@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from kernos.errors import ConfigError
 from kernos.store._base import Enqueued, NewRun, RunFilter, Store
 from kernos.store._ops import EntryWrite, EventWrite, Fence, FinishWrite, Write
+from kernos.store._url import redact_url
 
 __all__ = [
     "Enqueued",
@@ -26,6 +27,7 @@ __all__ = [
     "Store",
     "Write",
     "open_store",
+    "redact_url",
 ]
 
 
@@ -59,6 +61,7 @@ def open_store(url: str, **options: Any) -> Store:
 
         return PostgresStore(url, **options)
     raise ConfigError(
-        f"unsupported store URL {url!r}: use sqlite:///path.db or postgresql://user@host/db",
-        url=url,
+        f"unsupported store URL {redact_url(url)!r}: use sqlite:///path.db or "
+        "postgresql://user@host/db",
+        url=redact_url(url),
     )

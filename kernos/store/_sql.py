@@ -39,6 +39,7 @@ from kernos.store._queries import load_migrations, load_queries, split_statement
 from kernos.store._runs import enqueue, insert_run, settle_dependents
 from kernos.store._tx import Connection
 from kernos.store._tx import Tx as _Tx
+from kernos.store._url import redact_url
 
 __all__ = ["SqlStore"]
 
@@ -63,7 +64,7 @@ class SqlStore(Store):
         retry_for: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.url = url
+        self.url = redact_url(url)  # for messages: the dialect keeps what it connects with
         self.durable = durable
         self.queries = load_queries(self.dialect)
         self.blobs = Blobs(blob_threshold, blob_dir)
