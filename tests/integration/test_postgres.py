@@ -41,7 +41,8 @@ async def test_both_url_spellings_work(pg_url: str, make_store: MakeStore) -> No
     assert pg_url.startswith("postgresql://")
     store = await make_store("postgres://" + pg_url[len("postgresql://") :])
 
-    assert await store.schema_version() == (1, 1)
+    applied, latest = await store.schema_version()
+    assert applied == latest > 0
 
 
 async def _synchronous_commit(store: Any) -> str:
