@@ -290,8 +290,12 @@ class Engine:
         try:
             async with deadline:
                 return await ctx.invoke()
-        except TimeoutError as exc:
-            if not deadline.expired():
+        except (TimeoutError, Suspend) as exc:
+            # A run woken at its deadline may suspend again before the timeout
+            # fires (a long sleep suspends without awaiting): it timed out all the same.
+            if not deadline.expired() and (
+                isinstance(exc, TimeoutError) or ctx.run.deadline > self.clock()
+            ):
                 raise
             raise errors.RunTimeoutError(
                 f"run {ctx.run_id!r} ran past its {ctx.run.timeout}s timeout",
@@ -309,8 +313,12 @@ class Engine:
         if wait.pause:
             await self.store.pause_at_boundary(ctx.run_id, ctx.epoch)
             return False
+        wake_at = wait.wake_at
+        deadline = ctx.run.deadline
+        if deadline is not None:  # wake at the run timeout at the latest, to enforce it
+            wake_at = deadline if wake_at is None else min(wake_at, deadline)
         fence = await self.store.suspend(
-            ctx.run_id, ctx.epoch, wake_at=wait.wake_at, topics=wait.topics, children=wait.children
+            ctx.run_id, ctx.epoch, wake_at=wake_at, topics=wait.topics, children=wait.children
         )
         return fence is Fence.READY
 

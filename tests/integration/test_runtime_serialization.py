@@ -1,0 +1,263 @@
+"""Serialization of journaled values: rich results come back as their types on
+recovery and replay; values that are not JSON fail loudly, naming what and where.
+Every test runs on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic
+import pytest
+
+import kernos
+from kernos import errors
+from kernos.records import EntryStatus, RunStatus
+
+CALLS: Counter[str] = Counter()
+GATES: dict[str, asyncio.Event] = {}
+SEEN: dict[str, list[str]] = {}
+
+
+def gate(key: str) -> asyncio.Event:
+    return GATES.setdefault(key, asyncio.Event())
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    CALLS.clear()
+    GATES.clear()
+    SEEN.clear()
+
+
+def new_app(url: str, **options: Any) -> kernos.Kernos:
+    options = {"poll_interval": 0.05, "inline_wait": 0.2, "lease": 5.0, **options}
+    return kernos.Kernos(url, **options)
+
+
+@pytest.fixture
+async def app(store_url: str) -> AsyncIterator[kernos.Kernos]:
+    async with new_app(store_url) as app:
+        yield app
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + timeout
+    while not predicate():
+        if loop.time() > give_up:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
+
+
+class Color(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+@dataclass(frozen=True)
+class Point:
+    x: int
+    y: int
+    color: Color
+
+
+class Report(pydantic.BaseModel):
+    title: str
+    points: list[Point]
+    score: float
+
+
+@kernos.step
+async def make_point(x: int) -> Point:
+    CALLS["make_point"] += 1
+    return Point(x, x * 2, Color.BLUE)
+
+
+@kernos.step
+async def make_report(points: list[Point]) -> Report:
+    CALLS["make_report"] += 1
+    return Report(title="r", points=points, score=0.5)
+
+
+@kernos.step
+async def make_points(n: int) -> list[Point]:
+    CALLS["make_points"] += 1
+    return [Point(i, i, Color.RED) for i in range(n)]
+
+
+@kernos.step
+async def gated(key: str) -> str:
+    CALLS[key] += 1
+    await gate(key).wait()
+    return key
+
+
+def note(where: str, *values: Any) -> None:
+    SEEN.setdefault(where, []).extend(type(v).__name__ for v in values)
+
+
+@kernos.workflow(name="rt_ser.rich")
+async def rich(origin: Point) -> Report:
+    point = await make_point(origin.x)
+    points = await make_points(2)
+    report = await make_report([point, *points])
+    note("before-gate", origin, point, points[0], report, point.color)
+    await gated("g")
+    note("after-gate", origin, point, points[0], report, point.color)
+    assert report.points[0] == point
+    return report
+
+
+EXPECTED = Report(
+    title="r",
+    points=[Point(3, 6, Color.BLUE), Point(0, 0, Color.RED), Point(1, 1, Color.RED)],
+    score=0.5,
+)
+TYPES = ["Point", "Point", "Point", "Report", "Color"]
+
+
+async def test_dataclass_and_pydantic_results_come_back_as_their_types(
+    app: kernos.Kernos,
+) -> None:
+    gate("g").set()
+    handle = await app.start(rich, Point(3, 0, Color.RED))
+    result = await handle.result(timeout=10)
+    assert isinstance(result, Report)
+    assert result == EXPECTED
+    assert SEEN["after-gate"] == TYPES
+    journal = await app.journal(handle.run_id)
+    assert journal[0].output == {"x": 3, "y": 6, "color": "blue"}  # stored as plain JSON
+    assert (await app.get_run(handle.run_id)).output == EXPECTED.model_dump(mode="json")
+    other = await app.handle(handle.run_id).result(timeout=10)  # typed by the registry
+    assert other == EXPECTED
+
+
+async def test_rich_results_are_restored_to_their_types_on_recovery(store_url: str) -> None:
+    async with new_app(store_url) as app_a:
+        handle = await app_a.start(rich, Point(3, 0, Color.RED))
+        await until(lambda: CALLS["g"] == 1)
+    SEEN.clear()
+    gate("g").set()
+    async with new_app(store_url) as app_b:
+        result = await app_b.handle(handle.run_id).result(timeout=10)
+    assert result == EXPECTED
+    # Re-executed from the journal: every value restored from JSON to its type.
+    assert SEEN["before-gate"] == TYPES
+    assert SEEN["after-gate"] == TYPES
+    assert CALLS == {"make_point": 1, "make_points": 1, "make_report": 1, "g": 2}
+
+
+async def test_rich_results_are_restored_to_their_types_on_replay(app: kernos.Kernos) -> None:
+    gate("g").set()
+    handle = await app.start(rich, Point(3, 0, Color.RED))
+    await handle.result(timeout=10)
+    SEEN.clear()
+    report = await app.replay(handle.run_id)
+    assert report.identical, str(report)
+    assert SEEN["before-gate"] == TYPES
+    assert SEEN["after-gate"] == TYPES
+
+
+@kernos.step
+async def opaque() -> Any:
+    CALLS["opaque"] += 1
+    return {"fine": [1, 2], "bad": object()}
+
+
+@kernos.workflow(name="rt_ser.opaque")
+async def returns_opaque() -> Any:
+    return await opaque()
+
+
+async def test_a_result_that_is_not_json_fails_the_run_naming_step_and_type(
+    app: kernos.Kernos,
+) -> None:
+    handle = await app.start(returns_opaque)
+    with pytest.raises(errors.RunFailedError) as info:
+        await handle.result(timeout=10)
+    assert info.value.error_type == "kernos.errors.SerializationError"
+    assert info.value.error_code == "serialization_error"
+    run = await app.get_run(handle.run_id)
+    assert run.status is RunStatus.FAILED
+    assert "'opaque'" in run.error["message"]
+    assert "builtins.object" in run.error["message"]
+    assert run.error["facts"]["type_name"] == "builtins.object"
+    assert "opaque" in run.error["facts"]["what"]
+    (entry,) = await app.journal(handle.run_id)
+    assert entry.status is EntryStatus.ERROR
+    assert entry.error["code"] == "serialization_error"
+    assert CALLS["opaque"] == 1  # a usage error is not retried
+
+
+@kernos.workflow(name="rt_ser.opaque_output")
+async def opaque_output() -> Any:
+    await make_point(1)
+    return {1j}
+
+
+async def test_a_workflow_output_that_is_not_json_fails_the_run(app: kernos.Kernos) -> None:
+    handle = await app.start(opaque_output)
+    with pytest.raises(errors.RunFailedError) as info:
+        await handle.result(timeout=10)
+    assert info.value.error_code == "serialization_error"
+    run = await app.get_run(handle.run_id)
+    assert "rt_ser.opaque_output" in run.error["message"]
+
+
+@kernos.step
+async def takes_anything(value: Any) -> str:
+    CALLS["takes_anything"] += 1
+    return "called"
+
+
+@kernos.workflow(name="rt_ser.opaque_argument")
+async def opaque_argument() -> str:
+    return await takes_anything(object())
+
+
+async def test_a_step_argument_that_is_not_json_fails_the_run(app: kernos.Kernos) -> None:
+    handle = await app.start(opaque_argument)
+    with pytest.raises(errors.RunFailedError) as info:
+        await handle.result(timeout=10)
+    assert info.value.error_code == "serialization_error"
+    run = await app.get_run(handle.run_id)
+    assert "takes_anything" in run.error["message"]
+    assert run.error["facts"]["type_name"] == "builtins.object"
+    assert CALLS["takes_anything"] == 0
+
+
+@kernos.workflow(name="rt_ser.echo")
+async def echo(value: Any) -> Any:
+    return value
+
+
+async def test_start_refuses_arguments_that_are_not_json(app: kernos.Kernos) -> None:
+    with pytest.raises(errors.SerializationError) as info:
+        await app.start(echo, object(), run_id="never")
+    assert info.value.type_name == "builtins.object"
+    assert await app.list_runs() == []
+
+
+async def test_checkpoint_state_that_is_not_json_fails_the_run(app: kernos.Kernos) -> None:
+    handle = await app.start(bad_checkpoint)
+    with pytest.raises(errors.RunFailedError) as info:
+        await handle.result(timeout=10)
+    assert info.value.error_code == "serialization_error"
+    run = await app.get_run(handle.run_id)
+    assert "'state'" in run.error["message"]
+
+
+@kernos.workflow(name="rt_ser.bad_checkpoint")
+async def bad_checkpoint() -> None:
+    kernos.checkpoint("state", {"socket": object()})
+
+
+async def test_json_values_round_trip_exactly(app: kernos.Kernos) -> None:
+    value = {"s": "ü ☃", "i": 2**53 + 1, "f": 0.1, "b": False, "n": None, "l": [[], {}]}
+    handle = await app.start(echo, value)
+    assert await handle.result(timeout=10) == value
