@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -245,5 +246,6 @@ def summarize(
         "enqueue_to_finish_ms_p50": _ms(to_finish, 50),
         "enqueue_to_finish_ms_p99": _ms(to_finish, 99),
         **(extra or {}),
+        "loadavg_1m": round(os.getloadavg()[0], 2),  # others' load on the machine shows here
         "python": platform.python_version(),
     }
