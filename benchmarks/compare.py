@@ -47,7 +47,7 @@ def run_one(system: str, flags: list[str], timeout: float) -> dict[str, Any]:
 def ratio(a: Any, b: Any) -> float | None:
     if not isinstance(a, int | float) or not isinstance(b, int | float) or b == 0:
         return None
-    return round(a / b, 3)
+    return float(f"{a / b:.4g}")  # 4 significant digits: latency ratios can be tiny
 
 
 def main() -> None:
