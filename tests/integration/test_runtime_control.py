@@ -147,9 +147,6 @@ async def test_cancel_a_finished_run_changes_nothing(app: kernos.Kernos) -> None
     assert await app.cancel("c4") == []
     assert (await app.get_run("c4")).status is RunStatus.SUCCEEDED
     assert await handle.result(timeout=10) == ["a", "b", "c"]
-
-
-async def test_cancel_an_unknown_run_raises_run_not_found(app: kernos.Kernos) -> None:
     with pytest.raises(errors.RunNotFoundError):
         await app.cancel("nope")
 

@@ -226,6 +226,7 @@ async def test_fork_at_a_position_the_journal_lacks_raises_invalid_fork(
     app: kernos.Kernos,
 ) -> None:
     await finished_four(app)
+    await finished_four(app, run_id="other")
     invalid: list[tuple[int | str, Any]] = [
         (5, None),  # past the end (4 entries: 0..3, and 4 means "after the last")
         (100, None),
@@ -236,9 +237,13 @@ async def test_fork_at_a_position_the_journal_lacks_raises_invalid_fork(
     for at, patch in invalid:
         with pytest.raises(errors.InvalidForkError):
             await app.fork("src", at=at, patch=patch)
+    with pytest.raises(errors.InvalidForkError):  # the fork's id is taken
+        await app.fork("src", at=1, new_run_id="other")
+    with pytest.raises(errors.RunNotFoundError):
+        await app.fork("nope", at=0)
     source = await app.get_run("src")
     assert source.superseded_by is None
-    assert [r.run_id for r in await app.list_runs()] == ["src"]
+    assert sorted(r.run_id for r in await app.list_runs()) == ["other", "src"]
 
 
 async def test_checkpoint_entries_cannot_be_patched(app: kernos.Kernos) -> None:
@@ -247,19 +252,6 @@ async def test_checkpoint_entries_cannot_be_patched(app: kernos.Kernos) -> None:
     with pytest.raises(errors.InvalidForkError) as info:
         await app.fork("cp", at=1, patch={"a": 0})
     assert info.value.at_seq == 1
-
-
-async def test_fork_to_an_existing_run_id_raises_invalid_fork(app: kernos.Kernos) -> None:
-    await finished_four(app)
-    await finished_four(app, run_id="other")
-    with pytest.raises(errors.InvalidForkError):
-        await app.fork("src", at=1, new_run_id="other")
-    assert (await app.get_run("src")).superseded_by is None
-
-
-async def test_fork_of_an_unknown_run_raises_run_not_found(app: kernos.Kernos) -> None:
-    with pytest.raises(errors.RunNotFoundError):
-        await app.fork("nope", at=0)
 
 
 @kernos.workflow(name="rt_fork.waiting")

@@ -200,15 +200,6 @@ async def opaque_output() -> Any:
     return {1j}
 
 
-async def test_a_workflow_output_that_is_not_json_fails_the_run(app: kernos.Kernos) -> None:
-    handle = await app.start(opaque_output)
-    with pytest.raises(errors.RunFailedError) as info:
-        await handle.result(timeout=10)
-    assert info.value.error_code == "serialization_error"
-    run = await app.get_run(handle.run_id)
-    assert "rt_ser.opaque_output" in run.error["message"]
-
-
 @kernos.step
 async def takes_anything(value: Any) -> str:
     CALLS["takes_anything"] += 1
@@ -220,14 +211,23 @@ async def opaque_argument() -> str:
     return await takes_anything(object())
 
 
-async def test_a_step_argument_that_is_not_json_fails_the_run(app: kernos.Kernos) -> None:
-    handle = await app.start(opaque_argument)
-    with pytest.raises(errors.RunFailedError) as info:
-        await handle.result(timeout=10)
-    assert info.value.error_code == "serialization_error"
-    run = await app.get_run(handle.run_id)
-    assert "takes_anything" in run.error["message"]
-    assert run.error["facts"]["type_name"] == "builtins.object"
+async def test_outputs_arguments_and_states_that_are_not_json_fail_the_run(
+    app: kernos.Kernos,
+) -> None:
+    output = await app.start(opaque_output)
+    argument = await app.start(opaque_argument)
+    state = await app.start(bad_checkpoint)
+    for handle, where in (
+        (output, "output of workflow 'rt_ser.opaque_output'"),
+        (argument, "step 'takes_anything'"),
+        (state, "checkpoint 'state'"),
+    ):
+        with pytest.raises(errors.RunFailedError) as info:
+            await handle.result(timeout=10)
+        assert info.value.error_code == "serialization_error"
+        run = await app.get_run(handle.run_id)
+        assert where in run.error["message"]
+    assert (await app.get_run(argument.run_id)).error["facts"]["type_name"] == "builtins.object"
     assert CALLS["takes_anything"] == 0
 
 
@@ -243,15 +243,6 @@ async def test_start_refuses_arguments_that_are_not_json(app: kernos.Kernos) -> 
     assert await app.list_runs() == []
 
 
-async def test_checkpoint_state_that_is_not_json_fails_the_run(app: kernos.Kernos) -> None:
-    handle = await app.start(bad_checkpoint)
-    with pytest.raises(errors.RunFailedError) as info:
-        await handle.result(timeout=10)
-    assert info.value.error_code == "serialization_error"
-    run = await app.get_run(handle.run_id)
-    assert "'state'" in run.error["message"]
-
-
 @kernos.workflow(name="rt_ser.bad_checkpoint")
 async def bad_checkpoint() -> None:
     kernos.checkpoint("state", {"socket": object()})
@@ -261,3 +252,36 @@ async def test_json_values_round_trip_exactly(app: kernos.Kernos) -> None:
     value = {"s": "ü ☃", "i": 2**53 + 1, "f": 0.1, "b": False, "n": None, "l": [[], {}]}
     handle = await app.start(echo, value)
     assert await handle.result(timeout=10) == value
+
+
+@kernos.step
+async def big_value(n: int) -> dict[str, str]:
+    CALLS["big_value"] += 1
+    return {"data": "x" * n}
+
+
+@kernos.workflow(name="rt_ser.big")
+async def big(n: int) -> int:
+    value = await big_value(n)
+    kernos.checkpoint("big", value)
+    await gated("big")
+    return len(value["data"])
+
+
+async def test_values_stored_out_of_line_survive_recovery_replay_and_fork(
+    store_url: str,
+) -> None:
+    async with new_app(store_url, blob_threshold=100) as app_a:
+        handle = await app_a.start(big, 5000, run_id="big")
+        await until(lambda: CALLS["big"] == 1)
+    gate("big").set()
+    async with new_app(store_url, blob_threshold=100) as app_b:
+        assert await app_b.handle("big").result(timeout=10) == 5000
+        assert CALLS["big_value"] == 1
+        assert (await app_b.journal("big"))[0].output == {"data": "x" * 5000}
+        assert await app_b.restore("big", "big") == {"data": "x" * 5000}
+        assert (await app_b.replay("big")).identical
+        fork = await app_b.fork("big", at=0, patch={"data": "y" * 300})
+        assert await fork.result(timeout=10) == 300
+        assert (await app_b.journal(fork.run_id))[0].output == {"data": "y" * 300}
+    assert handle.run_id == "big"

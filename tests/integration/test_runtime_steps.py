@@ -196,6 +196,58 @@ async def test_sync_workflow_and_sync_steps(app: kernos.Kernos) -> None:
     assert [e.output for e in await app.journal(handle.run_id)] == [10, 2]
 
 
+@kernos.step
+async def outer(x: int) -> int:
+    CALLS["outer"] += 1
+    return await plus_one(x) * 10  # a step called inside a step is a plain call
+
+
+@kernos.step
+async def plus_one(x: int) -> int:
+    CALLS["plus_one"] += 1
+    return x + 1
+
+
+@kernos.step
+async def sleeps_inside() -> None:
+    await kernos.sleep(1)
+
+
+@kernos.workflow(name="rt_steps.nested")
+async def nested(misuse: bool) -> int:
+    if misuse:
+        await sleeps_inside()
+    return await outer(1)
+
+
+async def test_a_step_inside_a_step_is_a_plain_call(app: kernos.Kernos) -> None:
+    handle = await app.start(nested, False)
+    misuse = await app.start(nested, True)
+    assert await handle.result(timeout=10) == 20
+    assert CALLS == {"outer": 1, "plus_one": 1}
+    assert [e.name for e in await app.journal(handle.run_id)] == ["outer"]
+    with pytest.raises(errors.RunFailedError) as info:  # durable primitives are refused
+        await misuse.result(timeout=10)
+    assert info.value.error_type == "kernos.errors.NotInWorkflowError"
+
+
+@kernos.workflow(name="rt_steps.many")
+async def many_steps(i: int) -> list[str]:
+    return [await count(f"m{i}-{k}") for k in range(5)]
+
+
+async def test_concurrent_runs_journal_every_step_exactly_once(app: kernos.Kernos) -> None:
+    handles = [await app.start(many_steps, i) for i in range(30)]
+    results = await asyncio.gather(*(h.result(timeout=20) for h in handles))
+    for i, result in enumerate(results):
+        assert result == [f"done-m{i}-{k}" for k in range(5)]
+    assert set(CALLS.values()) == {1}
+    assert len(CALLS) == 150
+    for handle in handles:
+        journal = await app.journal(handle.run_id)
+        assert [e.seq for e in journal] == [0, 1, 2, 3, 4]
+
+
 # -- a real crash: the worker process is killed ------------------------------------
 
 CRASH_WORKFLOW = "rt_steps.crash"
@@ -277,15 +329,13 @@ async def test_starting_the_same_run_id_twice_executes_once(app: kernos.Kernos) 
     assert [r.run_id for r in await app.list_runs()] == ["idem"]
     assert len([e for e in await app.events("idem") if e.kind == "run.created"]) == 1
 
-
-async def test_concurrent_starts_of_one_run_id_execute_once(app: kernos.Kernos) -> None:
     gate("c-b").set()
     handles = await asyncio.gather(
         *(app.start(three_steps, "c", run_id="idem-concurrent") for _ in range(5))
     )
     results = [await h.result(timeout=10) for h in handles]
-    assert all(r == results[0] for r in results)
-    assert CALLS == {"c-a": 1, "c-b": 1, "c-c": 1}
+    assert all(r == ["done-c-a", "passed-c-b", "done-c-c"] for r in results)
+    assert CALLS["c-a"] == CALLS["c-b"] == CALLS["c-c"] == 1
 
 
 # -- retries -----------------------------------------------------------------------
@@ -405,15 +455,9 @@ async def test_errors_that_must_not_be_retried_fail_at_once(app: kernos.Kernos) 
         assert entry.status is EntryStatus.ERROR
         assert len(entry.attempts) == 1
         assert not [e for e in await app.events(handle.run_id) if e.kind == "step.retrying"]
-
-
-async def test_permanent_error_keeps_its_facts(app: kernos.Kernos) -> None:
-    handle = await app.start(one_step, "permanent")
-    with pytest.raises(errors.RunFailedError) as info:
-        await handle.result(timeout=10)
-    assert info.value.error_code == "permanent"
-    run = await app.get_run(handle.run_id)
-    assert run.error["facts"] == {"reason": "bad input"}
+    permanent = await app.get_run(handles["permanent"].run_id)
+    assert permanent.error["code"] == "permanent"
+    assert permanent.error["facts"] == {"reason": "bad input"}  # kept with the error
 
 
 async def test_transient_error_is_retried_even_when_not_listed(app: kernos.Kernos) -> None:
@@ -449,23 +493,23 @@ async def slow_workflow(which: str) -> str:
     return await always_slow("always-slow")
 
 
-async def test_step_timeout_is_retried(app: kernos.Kernos) -> None:
-    handle = await app.start(slow_workflow, "once")
-    assert await handle.result(timeout=10) == "fast enough"
+async def test_step_timeouts_are_retried_and_fail_the_run_when_exhausted(
+    app: kernos.Kernos,
+) -> None:
+    once = await app.start(slow_workflow, "once")
+    always = await app.start(slow_workflow, "always")
+    assert await once.result(timeout=10) == "fast enough"
     assert CALLS["slow-once"] == 2
-    (entry,) = await app.journal(handle.run_id)
+    (entry,) = await app.journal(once.run_id)
     assert [a["error"]["code"] for a in entry.attempts] == ["step_timeout"]
     assert entry.attempts[0]["error"]["type"] == "kernos.errors.StepTimeoutError"
 
-
-async def test_step_timing_out_on_every_attempt_fails_the_run(app: kernos.Kernos) -> None:
-    handle = await app.start(slow_workflow, "always")
     with pytest.raises(errors.RunFailedError) as info:
-        await handle.result(timeout=10)
+        await always.result(timeout=10)
     assert info.value.error_type == "kernos.errors.StepTimeoutError"
     assert info.value.error_code == "step_timeout"
     assert CALLS["always-slow"] == 2
-    (entry,) = await app.journal(handle.run_id)
+    (entry,) = await app.journal(always.run_id)
     assert entry.status is EntryStatus.ERROR
     assert [a["error"]["code"] for a in entry.attempts] == ["step_timeout", "step_timeout"]
 
@@ -477,24 +521,18 @@ async def run_timeout_workflow() -> str:
 
 
 async def test_run_timeout_fails_the_run(app: kernos.Kernos) -> None:
-    handle = await app.start(run_timeout_workflow)
-    with pytest.raises(errors.RunFailedError) as info:
-        await handle.result(timeout=10)
-    assert info.value.error_type == "kernos.errors.RunTimeoutError"
-    assert info.value.error_code == "run_timeout"
-    run = await app.get_run(handle.run_id)
-    assert run.status is RunStatus.FAILED
-    assert run.timeout == 0.3
-    assert run.error["code"] == "run_timeout"
-    assert [e.name for e in await app.journal(handle.run_id)] == ["count"]
-
-
-async def test_start_timeout_overrides_the_workflow_timeout(app: kernos.Kernos) -> None:
-    handle = await app.start(three_steps, "to", timeout=0.2)
-    with pytest.raises(errors.RunFailedError) as info:
-        await handle.result(timeout=10)
-    assert info.value.error_code == "run_timeout"
-    assert (await app.get_run(handle.run_id)).timeout == 0.2
+    declared = await app.start(run_timeout_workflow)  # the workflow's timeout
+    given = await app.start(three_steps, "to", timeout=0.2)  # start's overrides it
+    for handle, timeout in ((declared, 0.3), (given, 0.2)):
+        with pytest.raises(errors.RunFailedError) as info:
+            await handle.result(timeout=10)
+        assert info.value.error_type == "kernos.errors.RunTimeoutError"
+        assert info.value.error_code == "run_timeout"
+        run = await app.get_run(handle.run_id)
+        assert run.status is RunStatus.FAILED
+        assert run.timeout == timeout
+        assert run.error["code"] == "run_timeout"
+        assert [e.name for e in await app.journal(handle.run_id)] == ["count"]
     assert CALLS["to-c"] == 0
 
 

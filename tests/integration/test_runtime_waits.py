@@ -269,22 +269,18 @@ async def test_recv_timeout_returns_none(app: kernos.Kernos) -> None:
         assert entry.detail["deadline"] is not None
 
 
-async def test_send_to_a_finished_run_raises_run_state_error(app: kernos.Kernos) -> None:
-    handle = await app.start(recv_timeout, 0.0)
-    await handle.result(timeout=10)
-    with pytest.raises(errors.RunStateError) as info:
-        await app.send(handle.run_id, "too late", topic="t")
-    assert info.value.run_id == handle.run_id
-    assert info.value.status == "succeeded"
+async def test_send_refuses_finished_and_unknown_runs_and_non_json(app: kernos.Kernos) -> None:
+    finished = await app.start(recv_timeout, 0.0)
+    await finished.result(timeout=10)
+    with pytest.raises(errors.RunStateError) as state_error:
+        await app.send(finished.run_id, "too late", topic="t")
+    assert state_error.value.run_id == finished.run_id
+    assert state_error.value.status == "succeeded"
 
-
-async def test_send_to_an_unknown_run_raises_run_not_found(app: kernos.Kernos) -> None:
-    with pytest.raises(errors.RunNotFoundError) as info:
+    with pytest.raises(errors.RunNotFoundError) as not_found:
         await app.send("no-such-run", "hello", topic="t")
-    assert info.value.run_id == "no-such-run"
+    assert not_found.value.run_id == "no-such-run"
 
-
-async def test_send_refuses_payloads_that_are_not_json(app: kernos.Kernos) -> None:
     gate("g").set()
     handle = await app.start(gated_recv, 1)
     with pytest.raises(errors.SerializationError):
