@@ -80,10 +80,14 @@ def enqueue(tx: Tx, run: NewRun) -> Enqueued:
         raise errors.UsageError(
             f"on_dep_failure must be 'cancel' or 'run', not {run.on_dep_failure!r}"
         )
+    deps = list(dict.fromkeys(run.depends_on))
+    if not deps:  # the common case: the insert itself tells whether the run exists
+        if insert_run(tx, run, status=RunStatus.PENDING):
+            return Enqueued(run_id=run.run_id, created=True)
+        return Enqueued(run_id=_existing(tx, run) or run.run_id, created=False)
     existing = _existing(tx, run)
     if existing is not None:
         return Enqueued(run_id=existing, created=False)
-    deps = list(dict.fromkeys(run.depends_on))
     cycle = _cycle_through(tx, run.run_id, deps)
     if cycle:
         raise errors.DependencyCycleError(
