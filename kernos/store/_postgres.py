@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import threading
@@ -102,10 +101,10 @@ class PostgresStore(SqlStore):
 
     async def close(self) -> None:
         """Stop listening, then close like any SQL store."""
+        # The listener notices within its poll timeout and closes its own
+        # connection; waiting for it here would only slow every close down.
         self._listening.clear()
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            await asyncio.to_thread(listener.join, 2.0)
+        self._listener = None
         await super().close()
 
     def _connect(self) -> psycopg.Connection[Any]:

@@ -9,6 +9,7 @@ migration lock); the SQL itself lives in ``sql/<dialect>/queries.sql``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -150,8 +151,10 @@ class SqlStore(Store):
     def _rollback(self, conn: Connection) -> None:
         try:
             conn.execute("ROLLBACK")
-        except Exception:  # the connection is gone; the next call reconnects
+        except Exception:  # the connection is unusable: close it, the next call reconnects
             self._conn = None
+            with contextlib.suppress(Exception):
+                conn.close()
 
     def _drop_if_broken(self, exc: BaseException) -> None:
         """Forget the connection when the error means it cannot be used again."""
