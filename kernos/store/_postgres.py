@@ -160,5 +160,8 @@ class PostgresStore(SqlStore):
             tx.many("insert_event_fenced", fenced_event_params(tx, entries))
         return [cursor.fetchone() for cursor in cursors]
 
+    def _claim_needs_no_fsync(self, tx: _Tx) -> None:
+        tx.conn.execute("SET LOCAL synchronous_commit = off")
+
     def _lock_migrations(self, tx: _Tx) -> None:
         tx.execute("lock_migrations", {"key": MIGRATION_LOCK_KEY})
