@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from runtime_support import make_gate, new_app, until
 
 import kernos
 from kernos import errors
@@ -18,12 +19,9 @@ from kernos.runtime import registry
 
 CALLS: Counter[str] = Counter()
 GATES: dict[str, asyncio.Event] = {}
+gate = make_gate(GATES)
 SEEN: dict[str, BaseException] = {}
 NAME = "rt_nd.flow"
-
-
-def gate(key: str) -> asyncio.Event:
-    return GATES.setdefault(key, asyncio.Event())
 
 
 @pytest.fixture(autouse=True)
@@ -31,11 +29,6 @@ def _reset() -> None:
     CALLS.clear()
     GATES.clear()
     SEEN.clear()
-
-
-def new_app(url: str, **options: Any) -> kernos.Kernos:
-    options = {"poll_interval": 0.05, "inline_wait": 0.2, "lease": 5.0, **options}
-    return kernos.Kernos(url, **options)
 
 
 @pytest.fixture
@@ -47,15 +40,6 @@ def swap(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
         monkeypatch.setitem(registry.workflows, name, variant)
 
     return install
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    give_up = loop.time() + timeout
-    while not predicate():
-        if loop.time() > give_up:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 @kernos.step

@@ -4,12 +4,12 @@ SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from runtime_support import new_app, run_status
 
 import kernos
 from kernos import errors
@@ -22,11 +22,6 @@ CALLS: Counter[str] = Counter()
 @pytest.fixture(autouse=True)
 def _reset() -> None:
     CALLS.clear()
-
-
-def new_app(url: str, **options: Any) -> kernos.Kernos:
-    options = {"poll_interval": 0.05, "inline_wait": 0.2, "lease": 5.0, **options}
-    return kernos.Kernos(url, **options)
 
 
 @pytest.fixture
@@ -44,21 +39,6 @@ def swap(monkeypatch: pytest.MonkeyPatch) -> Callable[[str, Callable[..., Any]],
         monkeypatch.setitem(registry.workflows, name, variant)
 
     return install
-
-
-async def run_status(app: kernos.Kernos, run_id: str, *wanted: RunStatus) -> kernos.Run:
-    loop = asyncio.get_running_loop()
-    give_up = loop.time() + 10.0
-    while True:
-        try:
-            run: kernos.Run | None = await app.get_run(run_id)
-        except errors.RunNotFoundError:  # a child not created yet
-            run = None
-        if run is not None and run.status in wanted:
-            return run
-        if loop.time() > give_up:
-            raise AssertionError(f"run {run_id} is {run and run.status}, not {wanted}")
-        await asyncio.sleep(0.02)
 
 
 @kernos.step

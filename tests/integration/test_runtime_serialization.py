@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import pydantic
 import pytest
+from runtime_support import make_gate, new_app, until
 
 import kernos
 from kernos import errors
@@ -20,11 +21,8 @@ from kernos.records import EntryStatus, RunStatus
 
 CALLS: Counter[str] = Counter()
 GATES: dict[str, asyncio.Event] = {}
+gate = make_gate(GATES)
 SEEN: dict[str, list[str]] = {}
-
-
-def gate(key: str) -> asyncio.Event:
-    return GATES.setdefault(key, asyncio.Event())
 
 
 @pytest.fixture(autouse=True)
@@ -34,24 +32,10 @@ def _reset() -> None:
     SEEN.clear()
 
 
-def new_app(url: str, **options: Any) -> kernos.Kernos:
-    options = {"poll_interval": 0.05, "inline_wait": 0.2, "lease": 5.0, **options}
-    return kernos.Kernos(url, **options)
-
-
 @pytest.fixture
 async def app(store_url: str) -> AsyncIterator[kernos.Kernos]:
     async with new_app(store_url) as app:
         yield app
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    give_up = loop.time() + timeout
-    while not predicate():
-        if loop.time() > give_up:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 class Color(enum.Enum):

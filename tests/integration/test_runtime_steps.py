@@ -7,11 +7,12 @@ import asyncio
 import sys
 import threading
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from runtime_support import make_gate, new_app, until
 
 import kernos
 from kernos import errors
@@ -19,10 +20,7 @@ from kernos.records import EntryStatus, RunStatus
 
 CALLS: Counter[str] = Counter()
 GATES: dict[str, asyncio.Event] = {}
-
-
-def gate(key: str) -> asyncio.Event:
-    return GATES.setdefault(key, asyncio.Event())
+gate = make_gate(GATES)
 
 
 @pytest.fixture(autouse=True)
@@ -31,39 +29,10 @@ def _reset() -> None:
     GATES.clear()
 
 
-def new_app(url: str, **options: Any) -> kernos.Kernos:
-    options = {"poll_interval": 0.05, "inline_wait": 0.2, "lease": 5.0, **options}
-    return kernos.Kernos(url, **options)
-
-
 @pytest.fixture
 async def app(store_url: str) -> AsyncIterator[kernos.Kernos]:
     async with new_app(store_url) as app:
         yield app
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    give_up = loop.time() + timeout
-    while not predicate():
-        if loop.time() > give_up:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
-
-
-async def run_status(app: kernos.Kernos, run_id: str, *wanted: RunStatus) -> kernos.Run:
-    loop = asyncio.get_running_loop()
-    give_up = loop.time() + 10.0
-    while True:
-        try:
-            run: kernos.Run | None = await app.get_run(run_id)
-        except errors.RunNotFoundError:  # a child not created yet
-            run = None
-        if run is not None and run.status in wanted:
-            return run
-        if loop.time() > give_up:
-            raise AssertionError(f"run {run_id} is {run and run.status}, not {wanted}")
-        await asyncio.sleep(0.02)
 
 
 # -- steps and workflows -----------------------------------------------------------
