@@ -19,30 +19,21 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def _return_annotation(fn: Callable[..., Any]) -> Any:
-    try:
-        hints = typing.get_type_hints(fn)
-    except Exception:  # forward references that cannot be resolved: keep plain JSON
-        return Any
-    annotation = hints.get("return", Any)
-    if inspect.iscoroutinefunction(fn) and typing.get_origin(annotation) is not None:
-        return annotation
-    return annotation
-
-
-def _parameter_annotations(fn: Callable[..., Any]) -> tuple[list[Any], dict[str, Any]]:
+def _annotations(fn: Callable[..., Any]) -> tuple[Any, list[Any], dict[str, Any]]:
+    """(return type, positional parameter types, parameter types by name), ``Any`` where
+    unannotated or unresolvable (forward references that cannot be resolved stay plain JSON)."""
     try:
         hints = typing.get_type_hints(fn)
     except Exception:
         hints = {}
-    signature = inspect.signature(fn)
+    parameters = inspect.signature(fn).parameters.values()
     positional = [
         hints.get(p.name, Any)
-        for p in signature.parameters.values()
+        for p in parameters
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
     ]
-    by_name = {name: hints.get(name, Any) for name in signature.parameters}
-    return positional, by_name
+    by_name = {p.name: hints.get(p.name, Any) for p in parameters}
+    return hints.get("return", Any), positional, by_name
 
 
 class Step(Generic[P, R]):
@@ -67,7 +58,7 @@ class Step(Generic[P, R]):
         self.retry = retry
         self.timeout = timeout
         self.is_async = inspect.iscoroutinefunction(fn)
-        self.return_type = _return_annotation(fn)
+        self.return_type = _annotations(fn)[0]
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -96,8 +87,7 @@ class Workflow(Generic[P, R]):
         self.version = version
         self.timeout = timeout
         self.is_async = inspect.iscoroutinefunction(fn)
-        self.return_type = _return_annotation(fn)
-        self.positional_types, self.parameter_types = _parameter_annotations(fn)
+        self.return_type, self.positional_types, self.parameter_types = _annotations(fn)
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
