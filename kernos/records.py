@@ -14,18 +14,29 @@ from typing import Any
 from kernos.types import JSON
 
 __all__ = [
+    "ApiKey",
+    "AuditRecord",
+    "BulkJob",
     "Checkpoint",
     "EntryKind",
     "EntryStatus",
     "Event",
     "JournalEntry",
+    "Membership",
     "QueueSpec",
     "QueueStats",
     "Run",
+    "Role",
     "RunStatus",
     "Schedule",
+    "Session",
+    "Tenant",
+    "User",
     "Worker",
 ]
+
+DEFAULT_TENANT = "default"
+"""The tenant of runs started without one; its admins administer the installation."""
 
 
 class RunStatus(enum.StrEnum):
@@ -101,6 +112,7 @@ class Run:
     concurrency_key: str | None = None
     dedup_id: str | None = None
     deps_pending: int = 0
+    tenant: str = DEFAULT_TENANT
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any], decode: Any) -> Run:
@@ -136,6 +148,7 @@ class Run:
             concurrency_key=row["concurrency_key"],
             dedup_id=row["dedup_id"],
             deps_pending=row["deps_pending"],
+            tenant=row["tenant_id"],
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -197,16 +210,21 @@ class Event:
     kind: str
     at: float
     data: JSON | None
+    tenant: str | None = None  # set by Store.stream_events (joined from the run)
+    workflow: str | None = None  # likewise
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any], decode: Any) -> Event:
         """Build an event from a database row; ``decode`` parses stored JSON text."""
+        keys = row.keys()
         return cls(
             event_id=row["event_id"],
             run_id=row["run_id"],
             kind=row["kind"],
             at=row["at"],
             data=decode(row["data"]),
+            tenant=row["tenant_id"] if "tenant_id" in keys else None,
+            workflow=row["workflow"] if "workflow" in keys else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -345,3 +363,263 @@ class Schedule:
             queue=row["queue"],
             last_tick=row["last_tick"],
         )
+
+
+class Role(enum.StrEnum):
+    """What a user or API key may do within one tenant; each includes the ones below."""
+
+    VIEWER = "viewer"  # read runs, events, queues, workers
+    OPERATOR = "operator"  # also start, cancel, pause, resume, send, fork, replay, approve
+    ADMIN = "admin"  # also users, keys, retention and settings
+
+    def includes(self, needed: Role) -> bool:
+        """Whether this role grants everything ``needed`` grants."""
+        return _ROLE_RANK[self] >= _ROLE_RANK[needed]
+
+
+_ROLE_RANK = {Role.VIEWER: 0, Role.OPERATOR: 1, Role.ADMIN: 2}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Tenant:
+    """An isolated space of runs, keys and members.
+
+    ``retention_days`` set: finished runs older than that are deleted or, with
+    ``retention_action == "archive"``, written to the archive directory first.
+    """
+
+    tenant_id: str
+    name: str
+    created_at: float
+    retention_days: int | None = None
+    retention_action: str = "delete"  # or "archive"
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Tenant:
+        """Build a tenant from a database row."""
+        return cls(
+            tenant_id=row["tenant_id"],
+            name=row["name"],
+            created_at=row["created_at"],
+            retention_days=row["retention_days"],
+            retention_action=row["retention_action"],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class User:
+    """A person who signs in; ``password_hash`` is an argon2id hash, never the password."""
+
+    user_id: str
+    username: str
+    password_hash: str
+    created_at: float
+    disabled: bool = False
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> User:
+        """Build a user from a database row."""
+        return cls(
+            user_id=row["user_id"],
+            username=row["username"],
+            password_hash=row["password_hash"],
+            created_at=row["created_at"],
+            disabled=bool(row["disabled"]),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field except the password hash."""
+        return {name: getattr(self, name) for name in self.__slots__ if name != "password_hash"}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Membership:
+    """A user's role in one tenant."""
+
+    user_id: str
+    tenant_id: str
+    role: Role
+    created_at: float
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Membership:
+        """Build a membership from a database row."""
+        return cls(
+            user_id=row["user_id"],
+            tenant_id=row["tenant_id"],
+            role=Role(row["role"]),
+            created_at=row["created_at"],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        data = {name: getattr(self, name) for name in self.__slots__}
+        data["role"] = self.role.value
+        return data
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ApiKey:
+    """An API key of one tenant with one role; only a hash of its secret is kept.
+
+    A key is usable while not revoked and, when ``expires_at`` is set, before
+    then. Rotation makes a new key and gives the old one an ``expires_at``
+    (the overlap window) instead of revoking it at once.
+    """
+
+    key_id: str
+    tenant_id: str
+    name: str
+    role: Role
+    secret_hash: str
+    created_by: str
+    created_at: float
+    expires_at: float | None = None
+    revoked_at: float | None = None
+    last_used_at: float | None = None
+    rotated_from: str | None = None
+
+    def usable(self, now: float) -> bool:
+        """Whether the key authenticates requests at ``now``."""
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> ApiKey:
+        """Build a key from a database row."""
+        return cls(
+            key_id=row["key_id"],
+            tenant_id=row["tenant_id"],
+            name=row["name"],
+            role=Role(row["role"]),
+            secret_hash=row["secret_hash"],
+            created_by=row["created_by"],
+            created_at=row["created_at"],
+            expires_at=row["expires_at"],
+            revoked_at=row["revoked_at"],
+            last_used_at=row["last_used_at"],
+            rotated_from=row["rotated_from"],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field except the secret's hash."""
+        data = {name: getattr(self, name) for name in self.__slots__ if name != "secret_hash"}
+        data["role"] = self.role.value
+        return data
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Session:
+    """A signed-in user's session in one tenant (dashboard cookie or short-lived token).
+
+    ``token_hash`` is the SHA-256 of the bearer secret; the secret itself is
+    only ever in the client's hands.
+    """
+
+    token_hash: str
+    user_id: str
+    tenant_id: str
+    csrf_token: str
+    created_at: float
+    expires_at: float
+    ip: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Session:
+        """Build a session from a database row."""
+        return cls(
+            token_hash=row["token_hash"],
+            user_id=row["user_id"],
+            tenant_id=row["tenant_id"],
+            csrf_token=row["csrf_token"],
+            created_at=row["created_at"],
+            expires_at=row["expires_at"],
+            ip=row["ip"],
+        )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AuditRecord:
+    """Who did what to which object, when and from where.
+
+    ``audit_id`` is 0 for a record not yet stored (the store assigns it).
+    ``outcome`` is ``ok``, ``denied`` or ``error``.
+    """
+
+    audit_id: int
+    tenant_id: str
+    at: float
+    actor: str  # "user:<name>", "key:<key id>", "system"
+    action: str  # e.g. "run.start", "key.rotate"
+    object_type: str
+    object_id: str | None
+    ip: str | None = None
+    outcome: str = "ok"
+    detail: JSON | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any], decode: Any) -> AuditRecord:
+        """Build an audit record from a database row."""
+        return cls(
+            audit_id=row["audit_id"],
+            tenant_id=row["tenant_id"],
+            at=row["at"],
+            actor=row["actor"],
+            action=row["action"],
+            object_type=row["object_type"],
+            object_id=row["object_id"],
+            ip=row["ip"],
+            outcome=row["outcome"],
+            detail=decode(row["detail"]),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BulkJob:
+    """An action applied to every run matching a filter, with its progress.
+
+    ``state`` is ``running``, ``done``, ``failed`` or ``interrupted`` (the
+    server stopped before it finished; ``done``/``failed`` say how far it got).
+    """
+
+    job_id: str
+    tenant_id: str
+    action: str  # cancel | retry | replay
+    filter: JSON
+    state: str
+    total: int
+    done: int
+    failed: int
+    created_by: str
+    created_at: float
+    finished_at: float | None = None
+    results: JSON | None = None  # per-run outcome summaries, capped
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any], decode: Any) -> BulkJob:
+        """Build a job from a database row."""
+        return cls(
+            job_id=row["job_id"],
+            tenant_id=row["tenant_id"],
+            action=row["action"],
+            filter=decode(row["filter"]),
+            state=row["state"],
+            total=row["total"],
+            done=row["done"],
+            failed=row["failed"],
+            created_by=row["created_by"],
+            created_at=row["created_at"],
+            finished_at=row["finished_at"],
+            results=decode(row["results"]),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        return {name: getattr(self, name) for name in self.__slots__}

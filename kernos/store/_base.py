@@ -7,13 +7,21 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from kernos.records import (
+    DEFAULT_TENANT,
+    ApiKey,
+    AuditRecord,
+    BulkJob,
     Checkpoint,
     Event,
     JournalEntry,
+    Membership,
     QueueSpec,
     QueueStats,
     Run,
     Schedule,
+    Session,
+    Tenant,
+    User,
     Worker,
 )
 from kernos.store._ops import EntryWrite, Fence, Write
@@ -44,6 +52,7 @@ class NewRun:
     dedup_id: str | None = None
     depends_on: tuple[str, ...] = ()
     on_dep_failure: str = "cancel"  # or "run": run anyway when a dependency fails
+    tenant: str = DEFAULT_TENANT
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -63,6 +72,12 @@ class RunFilter:
     parent_id: str | None = None
     limit: int = 50
     before: tuple[float, str] | None = None  # (created_at, run_id) cursor of the last page
+    tenant: str | None = None  # None: every tenant (in-process and CLI use only)
+    queue: str | None = None
+    created_after: float | None = None  # inclusive, epoch seconds
+    created_before: float | None = None  # exclusive, epoch seconds
+    text: str | None = None  # case-insensitive substring of run id, workflow or error
+    finished_before: float | None = None  # terminal runs that finished before (retention)
 
 
 class Store(abc.ABC):
@@ -105,8 +120,21 @@ class Store(abc.ABC):
         """Return runs matching ``query``, newest first."""
 
     @abc.abstractmethod
-    async def count_runs(self) -> dict[str, int]:
-        """Return the number of runs per status."""
+    async def count_runs(self, tenant: str | None = None) -> dict[str, int]:
+        """Return the number of runs per status (of one tenant, or of all)."""
+
+    @abc.abstractmethod
+    async def count_matching(self, query: RunFilter) -> int:
+        """Return how many runs match ``query`` (its ``limit`` and ``before`` ignored)."""
+
+    @abc.abstractmethod
+    async def purge_run(self, run_id: str) -> dict[str, int]:
+        """Delete a finished run's data: journal, events, messages, dependencies, the run.
+
+        Blobs the run referenced are deleted unless another run still refers to
+        them. Returns the number of rows deleted per kind. Raises RunNotFoundError,
+        or RunStateError for a run that has not finished.
+        """
 
     @abc.abstractmethod
     async def claim(
@@ -149,8 +177,11 @@ class Store(abc.ABC):
         """Store a queue's limits for every worker to obey."""
 
     @abc.abstractmethod
-    async def list_queues(self) -> list[QueueStats]:
-        """Every queue that has limits or unfinished runs, with its counts."""
+    async def list_queues(self, tenant: str | None = None) -> list[QueueStats]:
+        """Every queue that has limits or unfinished runs, with its counts.
+
+        With ``tenant``, the counts are of that tenant's runs only.
+        """
 
     @abc.abstractmethod
     async def upsert_schedule(self, schedule: Schedule) -> Schedule:
@@ -263,6 +294,28 @@ class Store(abc.ABC):
         """Return events with id above ``after``, oldest first."""
 
     @abc.abstractmethod
+    async def stream_events(
+        self,
+        *,
+        after: int,
+        limit: int = 1000,
+        until: int | None = None,
+        tenant: str | None = None,
+        run_id: str | None = None,
+        workflow: str | None = None,
+        kinds: Sequence[str] | None = None,
+    ) -> list[Event]:
+        """Return events with ``after < event_id <= until``, oldest first, with tenant and workflow.
+
+        Each event carries its run's tenant and workflow. The filters narrow by
+        tenant, run, workflow and kind; ``until`` None means no upper bound.
+        """
+
+    @abc.abstractmethod
+    async def last_event_id(self) -> int:
+        """The highest event id written so far (0 when there is none)."""
+
+    @abc.abstractmethod
     async def list_checkpoints(self, run_id: str) -> list[Checkpoint]:
         """Return a run's named checkpoints, in the order taken (unverified)."""
 
@@ -299,3 +352,136 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def mark_stale_workers(self, cutoff: float) -> list[str]:
         """Mark workers whose last heartbeat is older than ``cutoff`` stale."""
+
+    # -- control plane: tenants, users, keys, sessions, audit, bulk jobs ------
+
+    @abc.abstractmethod
+    async def create_tenant(self, tenant: Tenant) -> bool:
+        """Create a tenant; False (changing nothing) if its id exists."""
+
+    @abc.abstractmethod
+    async def get_tenant(self, tenant_id: str) -> Tenant | None:
+        """Return a tenant, or None."""
+
+    @abc.abstractmethod
+    async def list_tenants(self) -> list[Tenant]:
+        """Every tenant, by id."""
+
+    @abc.abstractmethod
+    async def set_retention(self, tenant_id: str, days: int | None, action: str) -> Tenant | None:
+        """Set a tenant's retention policy; return it, or None if it does not exist."""
+
+    @abc.abstractmethod
+    async def create_user(self, user: User) -> bool:
+        """Create a user; False (changing nothing) if the username is taken."""
+
+    @abc.abstractmethod
+    async def get_user(self, user_id: str) -> User | None:
+        """Return a user by id, or None."""
+
+    @abc.abstractmethod
+    async def find_user(self, username: str) -> User | None:
+        """Return a user by username, or None."""
+
+    @abc.abstractmethod
+    async def count_users(self) -> int:
+        """How many users exist (first start creates the first admin)."""
+
+    @abc.abstractmethod
+    async def update_user(
+        self, user_id: str, *, password_hash: str | None = None, disabled: bool | None = None
+    ) -> User | None:
+        """Change a user's password hash and/or disabled flag; None if no such user."""
+
+    @abc.abstractmethod
+    async def set_membership(self, membership: Membership) -> None:
+        """Give a user a role in a tenant (replacing any role they had there)."""
+
+    @abc.abstractmethod
+    async def remove_membership(self, user_id: str, tenant_id: str) -> bool:
+        """Take a user out of a tenant; False if they were not a member."""
+
+    @abc.abstractmethod
+    async def memberships_of(self, user_id: str) -> list[Membership]:
+        """Every tenant a user belongs to, with the role."""
+
+    @abc.abstractmethod
+    async def members_of(self, tenant_id: str) -> list[tuple[User, Membership]]:
+        """Every user of a tenant, by username."""
+
+    @abc.abstractmethod
+    async def create_api_key(self, key: ApiKey) -> None:
+        """Store a new API key (its secret's hash only)."""
+
+    @abc.abstractmethod
+    async def get_api_key(self, key_id: str) -> ApiKey | None:
+        """Return a key by id, or None."""
+
+    @abc.abstractmethod
+    async def list_api_keys(self, tenant_id: str) -> list[ApiKey]:
+        """Every key of a tenant, newest first, revoked ones included."""
+
+    @abc.abstractmethod
+    async def update_api_key(
+        self,
+        key_id: str,
+        *,
+        revoked_at: float | None = None,
+        expires_at: float | None = None,
+        last_used_at: float | None = None,
+    ) -> ApiKey | None:
+        """Set the given timestamps on a key (None leaves one unchanged); None if no such key.
+
+        ``expires_at`` only ever moves earlier: an existing earlier expiry stays.
+        """
+
+    @abc.abstractmethod
+    async def create_session(self, session: Session) -> None:
+        """Store a new session."""
+
+    @abc.abstractmethod
+    async def get_session(self, token_hash: str) -> Session | None:
+        """Return a session by its token's hash, or None."""
+
+    @abc.abstractmethod
+    async def delete_session(self, token_hash: str) -> None:
+        """End a session (sign out)."""
+
+    @abc.abstractmethod
+    async def delete_expired_sessions(self, now: float) -> int:
+        """Delete sessions that expired before ``now``; return how many."""
+
+    @abc.abstractmethod
+    async def append_audit(self, records: Sequence[AuditRecord]) -> None:
+        """Append audit records (their ``audit_id`` is ignored; the store assigns it)."""
+
+    @abc.abstractmethod
+    async def list_audit(
+        self,
+        tenant_id: str,
+        *,
+        actor: str | None = None,
+        action: str | None = None,
+        object_id: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
+        """A tenant's audit records, newest first; ``action`` matches a prefix ("run." ...)."""
+
+    @abc.abstractmethod
+    async def save_bulk_job(self, job: BulkJob) -> None:
+        """Insert or replace a bulk job's record."""
+
+    @abc.abstractmethod
+    async def get_bulk_job(self, job_id: str) -> BulkJob | None:
+        """Return a bulk job, or None."""
+
+    @abc.abstractmethod
+    async def list_bulk_jobs(self, tenant_id: str, *, limit: int = 50) -> list[BulkJob]:
+        """A tenant's bulk jobs, newest first."""
+
+    @abc.abstractmethod
+    async def interrupt_bulk_jobs(self, now: float) -> int:
+        """Mark jobs still ``running`` as ``interrupted`` (at server start); return how many."""
