@@ -23,6 +23,12 @@
     │   ├── RunTimeoutError           the whole run ran past its timeout
     │   └── RunFailedError            awaiting a run that failed or was cancelled
     │       └── RunCancelledError     ... specifically, that was cancelled
+    ├── AccessError                   the caller may not do this (the server answers 4xx)
+    │   ├── AuthenticationError       missing, malformed, expired, revoked or forged credentials
+    │   ├── PermissionDeniedError     authenticated, but the role does not allow it
+    │   ├── NotFoundError             no such object in the caller's tenant
+    │   ├── ConflictError             the object's state or an earlier request conflicts
+    │   └── RateLimitedError          too many requests; retry after ``retry_after`` seconds
     ├── PermanentError                raise from a step: fail now, never retry
     └── TransientError                raise from a step: always worth a retry
 
@@ -38,16 +44,22 @@ from typing import Any
 
 __all__ = [
     "Cancelled",
+    "AccessError",
+    "AuthenticationError",
     "ChecksumMismatchError",
     "ConfigError",
+    "ConflictError",
     "DependencyCycleError",
     "InvalidForkError",
     "KernosError",
     "LeaseLostError",
     "MigrationError",
     "NondeterminismError",
+    "NotFoundError",
     "NotInWorkflowError",
     "PermanentError",
+    "PermissionDeniedError",
+    "RateLimitedError",
     "RegistrationError",
     "RunCancelledError",
     "RunFailedError",
@@ -242,6 +254,42 @@ class RunCancelledError(RunFailedError):
     """The awaited run was cancelled."""
 
     code = "run_cancelled"
+
+
+class AccessError(KernosError):
+    """The caller may not do what it asked; nothing was changed."""
+
+    code = "access_error"
+
+
+class AuthenticationError(AccessError):
+    """The request carries no credentials, or ones that are malformed, expired or revoked."""
+
+    code = "unauthenticated"
+
+
+class PermissionDeniedError(AccessError):
+    """The caller is authenticated but its role in the tenant does not allow this."""
+
+    code = "permission_denied"
+
+
+class NotFoundError(AccessError):
+    """No object of ``object_type`` with ``object_id`` exists in the caller's tenant."""
+
+    code = "not_found"
+
+
+class ConflictError(AccessError):
+    """The request conflicts with the object's state or with an earlier request."""
+
+    code = "conflict"
+
+
+class RateLimitedError(AccessError):
+    """Too many requests; ``retry_after`` says how many seconds to wait."""
+
+    code = "rate_limited"
 
 
 class PermanentError(KernosError):
