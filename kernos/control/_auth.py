@@ -1,0 +1,191 @@
+"""Turning credentials into a :class:`Principal`: API keys, sessions, sign-in."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from kernos.control._principal import Principal
+from kernos.control._ratelimit import RateLimiter
+from kernos.control._secrets import (
+    constant_time_equal,
+    hash_password,
+    hash_secret,
+    new_token,
+    parse_api_key,
+    verify_password,
+)
+from kernos.errors import AuthenticationError
+from kernos.records import Role, Session, User
+from kernos.store import Store
+
+__all__ = ["Authenticator", "Credentials"]
+
+_TOUCH_EVERY_S = 60.0  # how stale a key's last_used_at may get before it is rewritten
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Credentials:
+    """What a request presented: at most one of the three is used, in this order.
+
+    ``api_key`` comes from ``X-API-Key``; ``bearer`` from ``Authorization:
+    Bearer`` (an API key or a session token); ``session`` from the session cookie.
+    """
+
+    api_key: str | None = None
+    bearer: str | None = None
+    session: str | None = None
+    ip: str | None = None
+
+
+class Authenticator:
+    """Checks credentials against the store and signs users in and out.
+
+    Sign-in attempts are rate-limited per IP address and per username; a wrong
+    password and an unknown user take the same time and give the same answer.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        session_ttl: float = 12 * 3600.0,
+        token_ttl: float = 3600.0,
+        login_limit: tuple[int, float] = (10, 60.0),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.session_ttl = session_ttl
+        self.token_ttl = token_ttl
+        self.clock = clock
+        self._login_by_ip = RateLimiter(*login_limit)
+        self._login_by_user = RateLimiter(*login_limit)
+        self._decoy_hash: str | None = None
+
+    async def authenticate(self, credentials: Credentials) -> Principal:
+        """Return who presented ``credentials``.
+
+        Raises:
+            AuthenticationError: none presented, or malformed, unknown, forged,
+                expired or revoked; the message says which where that reveals
+                nothing to someone without the secret.
+        """
+        ip = credentials.ip
+        if credentials.api_key is not None:
+            return await self._by_key(credentials.api_key, ip)
+        if credentials.bearer is not None:
+            if credentials.bearer.startswith("kn_"):
+                return await self._by_key(credentials.bearer, ip)
+            return await self._by_session(credentials.bearer, ip)
+        if credentials.session is not None:
+            return await self._by_session(credentials.session, ip)
+        raise AuthenticationError(
+            "missing credentials: send 'Authorization: Bearer <API key or token>' or "
+            "'X-API-Key: <API key>', or sign in at /api/v1/auth/login"
+        )
+
+    async def _by_key(self, text: str, ip: str | None) -> Principal:
+        key_id, secret = parse_api_key(text.strip())
+        key = await self.store.get_api_key(key_id)
+        if key is None or not constant_time_equal(key.secret_hash, hash_secret(secret)):
+            raise AuthenticationError("invalid API key: no key matches it; check for typos")
+        now = self.clock()
+        if key.revoked_at is not None:
+            raise AuthenticationError(
+                f"API key {key_id} was revoked; ask an admin for a new key", key_id=key_id
+            )
+        if key.expires_at is not None and now >= key.expires_at:
+            raise AuthenticationError(
+                f"API key {key_id} expired; use the key that replaced it or ask an admin",
+                key_id=key_id,
+            )
+        if key.last_used_at is None or now - key.last_used_at > _TOUCH_EVERY_S:
+            await self.store.update_api_key(key_id, last_used_at=now)
+        return Principal(
+            tenant_id=key.tenant_id, role=key.role, actor=f"key:{key_id}", key_id=key_id, ip=ip
+        )
+
+    async def _by_session(self, token: str, ip: str | None) -> Principal:
+        session = await self.store.get_session(hash_secret(token))
+        if session is None or self.clock() >= session.expires_at:
+            raise AuthenticationError("session expired or signed out; sign in again")
+        user = await self.store.get_user(session.user_id)
+        role = await self._role(user, session.tenant_id)
+        if user is None or role is None:
+            raise AuthenticationError("this account can no longer use this tenant; sign in again")
+        return Principal(
+            tenant_id=session.tenant_id,
+            role=role,
+            actor=f"user:{user.username}",
+            user_id=user.user_id,
+            session=session,
+            ip=ip,
+        )
+
+    async def _role(self, user: User | None, tenant_id: str) -> Role | None:
+        if user is None or user.disabled:
+            return None
+        for membership in await self.store.memberships_of(user.user_id):
+            if membership.tenant_id == tenant_id:
+                return membership.role
+        return None
+
+    async def login(
+        self,
+        username: str,
+        password: str,
+        *,
+        tenant_id: str | None = None,
+        ip: str | None = None,
+        short_lived: bool = False,
+    ) -> tuple[Session, str, User]:
+        """Sign a user in; return the session, its secret token and the user.
+
+        ``short_lived`` makes a token for scripts (``token_ttl``) instead of a
+        dashboard session (``session_ttl``). Without ``tenant_id`` the user's
+        only tenant is used, or the default tenant if they belong to several.
+
+        Raises:
+            RateLimitedError: too many attempts from this address or for this user.
+            AuthenticationError: wrong username or password (one message for both),
+                or no membership in the tenant.
+        """
+        self._login_by_ip.check(ip or "?", "sign-in attempts from this address")
+        self._login_by_user.check(username.lower(), "sign-in attempts for this user")
+        user = await self.store.find_user(username)
+        if user is None:
+            verify_password(self._decoy(), password)  # same cost as a real check
+            raise AuthenticationError("wrong username or password")
+        if not verify_password(user.password_hash, password) or user.disabled:
+            raise AuthenticationError("wrong username or password")
+        memberships = await self.store.memberships_of(user.user_id)
+        if tenant_id is None:
+            tenants = [m.tenant_id for m in memberships]
+            tenant_id = tenants[0] if len(tenants) == 1 else "default"
+        if tenant_id not in {m.tenant_id for m in memberships}:
+            raise AuthenticationError(
+                f"user {username!r} is not a member of tenant {tenant_id!r}", tenant_id=tenant_id
+            )
+        token = new_token()
+        now = self.clock()
+        session = Session(
+            token_hash=hash_secret(token),
+            user_id=user.user_id,
+            tenant_id=tenant_id,
+            csrf_token=new_token(),
+            created_at=now,
+            expires_at=now + (self.token_ttl if short_lived else self.session_ttl),
+            ip=ip,
+        )
+        await self.store.create_session(session)
+        return session, token, user
+
+    async def logout(self, session: Session) -> None:
+        """End a session."""
+        await self.store.delete_session(session.token_hash)
+
+    def _decoy(self) -> str:
+        if self._decoy_hash is None:
+            self._decoy_hash = hash_password(new_token())
+        return self._decoy_hash

@@ -1,0 +1,32 @@
+"""The one entry point the faces use: runs, administration, bulk actions, retention."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kernos.control._admin import AdminService
+from kernos.control._audit import Auditor
+from kernos.control._auth import Authenticator
+from kernos.control._bulk import BulkActions
+from kernos.control._retention import RetentionSweeper
+from kernos.control._runs import RunService
+from kernos.runtime import Kernos
+
+__all__ = ["Service"]
+
+
+class Service:
+    """Tenant-scoped, role-checked, audited operations over one Kernos app.
+
+    The REST API, the dashboard and the local CLI all call these; none of them
+    reaches the store another way.
+    """
+
+    def __init__(self, app: Kernos, *, archive_dir: Path | None = None) -> None:
+        self.app = app
+        self.audit = Auditor(app.store)
+        self.auth = Authenticator(app.store)
+        self.runs = RunService(app, self.audit)
+        self.admin = AdminService(app.store, self.audit)
+        self.bulk = BulkActions(self.runs, self.audit)
+        self.retention = RetentionSweeper(app.store, self.audit, archive_dir)
