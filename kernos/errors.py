@@ -21,8 +21,15 @@
     │   ├── StepTimeoutError          a step attempt ran past its timeout
     │   ├── StepError                 a recorded step failure whose type could not be rebuilt
     │   ├── RunTimeoutError           the whole run ran past its timeout
-    │   └── RunFailedError            awaiting a run that failed or was cancelled
-    │       └── RunCancelledError     ... specifically, that was cancelled
+    │   ├── RunFailedError            awaiting a run that failed or was cancelled
+    │   │   └── RunCancelledError     ... specifically, that was cancelled
+    │   └── ProviderError             an LLM provider call failed
+    │       ├── ProviderAuthError         the key was refused (permanent)
+    │       ├── ProviderBadRequestError   the provider refused the request (permanent)
+    │       │   └── ModelNotFoundError    no such model, or no access to it
+    │       ├── ProviderRateLimitError    still rate limited after the retries (transient)
+    │       ├── ProviderTimeoutError      no answer within the call's timeout (transient)
+    │       └── ProviderUnavailableError  unreachable or failing (5xx) after the retries (transient)
     ├── AccessError                   the caller may not do this (the server answers 4xx)
     │   ├── AuthenticationError       missing, malformed, expired, revoked or forged credentials
     │   ├── PermissionDeniedError     authenticated, but the role does not allow it
@@ -33,6 +40,10 @@
     └── TransientError                raise from a step: always worth a retry
 
     Cancelled (BaseException)         a run was cancelled; steps must not swallow it
+
+Provider errors marked permanent also derive from :class:`PermanentError`, the
+transient ones from :class:`TransientError`, so step retry policies treat them
+accordingly.
 
 Each error keeps its facts as attributes, has a stable ``code`` and survives
 pickling, so it can be stored in the journal or cross a process boundary.
@@ -54,6 +65,7 @@ __all__ = [
     "KernosError",
     "LeaseLostError",
     "MigrationError",
+    "ModelNotFoundError",
     "NondeterminismError",
     "NotFoundError",
     "NotInWorkflowError",
@@ -302,6 +314,59 @@ class TransientError(KernosError):
     """Raise from a step to say the failure is worth a retry."""
 
     code = "transient"
+
+
+class ProviderError(RuntimeFailure):
+    """An LLM provider call failed.
+
+    Attributes:
+        provider: the provider's name (``openai``, ``anthropic``, ``ollama``, ...).
+        model: the model asked for.
+        status: the HTTP status the provider answered with, if it answered.
+        attempts: how many attempts were made before giving up.
+    """
+
+    code = "provider_error"
+
+
+class ProviderAuthError(ProviderError, PermanentError):
+    """The provider refused the credentials (401/403): set or fix the API key."""
+
+    code = "provider_auth"
+
+
+class ProviderBadRequestError(ProviderError, PermanentError):
+    """The provider refused the request itself; its message says why."""
+
+    code = "provider_bad_request"
+
+
+class ModelNotFoundError(ProviderBadRequestError):
+    """The provider has no such model, or this key has no access to it."""
+
+    code = "model_not_found"
+
+
+class ProviderRateLimitError(ProviderError, TransientError):
+    """The provider kept answering 429 after every retry.
+
+    Attributes:
+        retry_after: seconds the provider asked to wait, when it said.
+    """
+
+    code = "provider_rate_limited"
+
+
+class ProviderTimeoutError(ProviderError, TransientError):
+    """The provider did not answer within the call's timeout."""
+
+    code = "provider_timeout"
+
+
+class ProviderUnavailableError(ProviderError, TransientError):
+    """The provider was unreachable or failed (5xx) after every retry."""
+
+    code = "provider_unavailable"
 
 
 class Cancelled(BaseException):
