@@ -1,0 +1,123 @@
+"""The FastAPI application: routes under /api/v1, problem details, limits, lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from kernos.api._admin_routes import router as admin_router
+from kernos.api._metrics import Metrics
+from kernos.api._middleware import LimitsMiddleware, MetricsMiddleware
+from kernos.api._problems import install_problem_handlers
+from kernos.api._runs_routes import router as runs_router
+from kernos.api._settings import ServerSettings
+from kernos.api._state import ServerState
+from kernos.api._system_routes import health
+from kernos.api._system_routes import router as system_router
+from kernos.control import RateLimiter, Service
+
+__all__ = ["API_PREFIX", "create_app"]
+
+log = logging.getLogger("kernos.api")
+
+API_PREFIX = "/api/v1"
+
+_DESCRIPTION = """
+The Kernos REST API: start, inspect and control durable runs; watch them live;
+administer users, API keys and tenants.
+
+**Authentication.** Every route except `/healthz`, `/readyz` and
+`/api/v1/auth/login` needs credentials: an API key as `Authorization: Bearer kn_...`
+or `X-API-Key: kn_...`, a short-lived token from `/auth/login` with `token: true`,
+or the dashboard's session cookie (writes then need the `X-CSRF-Token` header).
+
+**Roles** apply per tenant: `viewer` reads, `operator` also starts, cancels,
+forks and replays, `admin` also manages users, keys and retention.
+
+**Errors** are RFC 9457 problem details (`application/problem+json`).
+"""
+
+
+def create_app(service: Service, settings: ServerSettings | None = None) -> FastAPI:
+    """Build the API application over ``service`` (whose Kernos app must be open)."""
+    from kernos.api._hub import EventHub
+    from kernos.api._streams import router as streams_router
+
+    settings = settings or ServerSettings()
+    hub = EventHub(
+        service.app.store, poll_interval=settings.stream_poll_s, buffer=settings.stream_buffer
+    )
+    metrics = Metrics()
+    state = ServerState(
+        service=service,
+        settings=settings,
+        hub=hub,
+        metrics=metrics,
+        key_limiter=RateLimiter(*settings.key_rate),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        interrupted = await service.app.store.interrupt_bulk_jobs(time.time())
+        if interrupted:
+            log.warning("%d bulk job(s) were interrupted by the last shutdown", interrupted)
+        await hub.start()
+        retention = asyncio.create_task(_retention_loop(service, settings.retention_interval_s))
+        try:
+            yield
+        finally:
+            retention.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await retention
+            await service.bulk.stop()
+            await hub.stop()
+
+    app = FastAPI(
+        title="Kernos",
+        version=_version(),
+        description=_DESCRIPTION,
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.kernos = state
+    install_problem_handlers(app)
+    app.include_router(runs_router, prefix=API_PREFIX)
+    app.include_router(admin_router, prefix=API_PREFIX)
+    app.include_router(system_router, prefix=API_PREFIX)
+    app.include_router(streams_router, prefix=API_PREFIX)
+    app.include_router(health)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(
+        LimitsMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        max_header_bytes=settings.max_header_bytes,
+    )
+    return app
+
+
+async def _retention_loop(service: Service, interval: float) -> None:
+    while True:
+        try:
+            purged = await service.retention.sweep()
+            if any(purged.values()):
+                log.info("retention purged %s", purged)
+        except Exception:
+            log.exception("retention sweep failed; retrying in %.0f s", interval)
+        await asyncio.sleep(interval)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("kernos")
+    except PackageNotFoundError:
+        return "0"
