@@ -15,6 +15,7 @@ from kernos.cli._fork import fork
 from kernos.cli._replay import replay
 from kernos.cli._runs import runs
 from kernos.cli._settings import APP_HELP, DEFAULT_STORE, STORE_HELP, Settings, split_apps
+from kernos.cli._up import up
 from kernos.cli._worker import worker
 
 __all__ = ["app", "main"]
@@ -37,6 +38,7 @@ app.add_typer(workers)
 app.command("fork")(fork)
 app.command("replay")(replay)
 app.command("worker")(worker)
+app.command("up")(up)
 
 
 def _version(value: bool) -> None:
