@@ -9,7 +9,9 @@ Run with ``make demo``. Everything happens in ``demo-data/kernos.db`` (SQLite):
 3. the run is forked at the summary step with an edited result, and the fork
    continues from there while the original is kept, marked superseded;
 4. the run is replayed against its journal, with no side effects, first with
-   the same code (identical) and then with changed code (a divergence).
+   the same code (identical) and then with changed code (a divergence);
+5. ``kernos up`` serves the same store over the REST API, and the demo drives
+   it over HTTP (see ``server_demo.py``), leaving the server up at the end.
 """
 
 from __future__ import annotations
@@ -154,7 +156,10 @@ async def main() -> None:
         swap_in_changed_code()
         console.print(f"   changed code: {await app.replay(RUN_ID)}")
         console.print(f"   side effects during replays: {len(ledger_lines()) - count}")
-    console.rule()
+
+    import server_demo  # the examples directory is on sys.path when run as a script
+
+    server_demo.main(STORE, int(os.environ.get("KERNOS_DEMO_PORT", "8420")))
 
 
 def swap_in_changed_code() -> None:

@@ -107,20 +107,20 @@ async def serve(
             grace=grace,
         )
         url = await server.start()
+        if bootstrap is not None:
+            typer.echo(
+                "First start: an admin user and API key were created. They are shown this\n"
+                "once and stored only as hashes; keep them somewhere safe.\n"
+                f"    user:     {bootstrap.username}\n"
+                f"    password: {bootstrap.password}\n"
+                f"    API key:  {bootstrap.api_key}\n"
+                f"Try: curl -H 'Authorization: Bearer {bootstrap.api_key}' {url}/api/v1/runs\n"
+            )
         typer.echo(f"Kernos is up at {url}  (API {url}/api/v1, docs {url}/api/v1/docs)")
         typer.echo(
             f"  store {redact_url(store)}; embedded worker "
             f"{'on' if worker else 'off'}; workflows: {', '.join(app.registry.names()) or 'none'}"
         )
-        if bootstrap is not None:
-            typer.echo(
-                "\n  First start: an admin user and API key were created. They are shown\n"
-                "  this once and stored only as hashes; keep them somewhere safe.\n"
-                f"    user:     {bootstrap.username}\n"
-                f"    password: {bootstrap.password}\n"
-                f"    API key:  {bootstrap.api_key}\n"
-                f"  Try: curl -H 'Authorization: Bearer {bootstrap.api_key}' {url}/api/v1/runs\n"
-            )
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
