@@ -11,6 +11,7 @@ from typing import Any, Generic, TypeVar
 
 from kernos import errors
 from kernos.records import (
+    DEFAULT_TENANT,
     Checkpoint,
     EntryKind,
     EntryStatus,
@@ -248,6 +249,7 @@ class Kernos:
         *args: Any,
         run_id: str | None = None,
         timeout: float | None = None,
+        tenant: str = DEFAULT_TENANT,
         **kwargs: Any,
     ) -> RunHandle[Any]:
         """Start a run of ``workflow`` and return its handle at once.
@@ -262,6 +264,8 @@ class Kernos:
                 dataclasses or pydantic models).
             run_id: the run's id (default: a new UUID).
             timeout: seconds the run may take in all (default: the workflow's).
+            tenant: the tenant the run belongs to; its children, forks and the
+                runs it enqueues belong to it too.
 
         Raises:
             SerializationError: an argument cannot be stored as JSON.
@@ -282,6 +286,7 @@ class Kernos:
             owner=self.engine.worker_id,
             lease_s=self.engine.lease_s,
             timeout=timeout if timeout is not None else workflow.timeout,
+            tenant=tenant,
         )
         if await self.store.create_run(new):
             self.engine.launch(await self.store.get_run(new.run_id))
@@ -293,11 +298,18 @@ class Kernos:
         workflow: Workflow[..., Any],
         args: Sequence[Any] = (),
         kwargs: dict[str, Any] | None = None,
+        *,
+        tenant: str = DEFAULT_TENANT,
         **options: Any,
     ) -> RunHandle[Any]:
-        """Put a run on ``queue``; the options are those of :meth:`Queue.enqueue`."""
+        """Put a run on ``queue``; the options are those of :meth:`Queue.enqueue`.
+
+        ``tenant`` is the tenant the run belongs to.
+        """
         await self.open()
-        new = self.new_queued_run(queue, workflow, tuple(args), kwargs or {}, **options)
+        new = self.new_queued_run(
+            queue, workflow, tuple(args), kwargs or {}, tenant=tenant, **options
+        )
         enqueued = await self.store.enqueue(new)
         self.engine.poke()
         return RunHandle(self, enqueued.run_id, workflow)
@@ -318,6 +330,7 @@ class Kernos:
         run_id: str | None = None,
         timeout: float | None = None,
         default_id: str | None = None,
+        tenant: str = DEFAULT_TENANT,
     ) -> NewRun:
         """Describe a queued run (validated, input encoded), ready for ``Store.enqueue``."""
         if not isinstance(workflow, Workflow):
@@ -341,11 +354,15 @@ class Kernos:
             dedup_id=dedup_id,
             depends_on=tuple(depends_on),
             on_dep_failure=on_dep_failure,
+            tenant=tenant,
         )
 
-    async def queues(self) -> list[QueueStats]:
-        """Every queue with limits or unfinished runs: its limits and depth."""
-        return await self.store.list_queues()
+    async def queues(self, tenant: str | None = None) -> list[QueueStats]:
+        """Every queue with limits or unfinished runs: its limits and depth.
+
+        With ``tenant``, the depths count that tenant's runs only.
+        """
+        return await self.store.list_queues(tenant)
 
     async def workers(self) -> list[Worker]:
         """The worker registry: id, host, pid, queues, heartbeat, runs in flight, state."""
@@ -367,19 +384,46 @@ class Kernos:
         parent_id: str | None = None,
         limit: int = 50,
         before: tuple[float, str] | None = None,
+        tenant: str | None = None,
+        queue: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        text: str | None = None,
     ) -> list[Run]:
-        """List runs, newest first; pass the last run's ``(created_at, run_id)`` as
-        ``before`` for the next page."""
-        status_value = RunStatus(status).value if status is not None else None
+        """List runs, newest first.
+
+        Args:
+            status, workflow, parent_id, queue: keep the runs with this value.
+            limit: the page size.
+            before: the last run's ``(created_at, run_id)`` of the previous page.
+            tenant: keep one tenant's runs (default: every tenant's).
+            created_after, created_before: creation time bounds (epoch seconds;
+                the first inclusive, the second exclusive).
+            text: keep runs whose id, workflow or error contains it (any case).
+        """
         return await self.store.list_runs(
-            RunFilter(
-                status=status_value,
+            self._filter(
+                status=status,
                 workflow=workflow,
                 parent_id=parent_id,
                 limit=limit,
                 before=before,
+                tenant=tenant,
+                queue=queue,
+                created_after=created_after,
+                created_before=created_before,
+                text=text,
             )
         )
+
+    async def count_matching(self, query: RunFilter) -> int:
+        """How many runs match ``query`` (its ``limit`` and ``before`` are ignored)."""
+        return await self.store.count_matching(query)
+
+    @staticmethod
+    def _filter(*, status: RunStatus | str | None, **fields: Any) -> RunFilter:
+        status_value = RunStatus(status).value if status is not None else None
+        return RunFilter(status=status_value, **fields)
 
     async def journal(self, run_id: str) -> list[JournalEntry]:
         """A run's journal entries in order."""
@@ -418,6 +462,20 @@ class Kernos:
         self.engine.poke()
         return run
 
+    async def purge(self, run_id: str) -> dict[str, int]:
+        """Delete a finished run's journal, events, messages and the run itself.
+
+        Large values it stored are deleted too unless another run refers to
+        them. Its children, forks and dependents are separate runs: they are
+        kept (purge them one by one). Returns the rows deleted per kind
+        (``journal``, ``events``, ``messages``, ``blobs``, ``runs``).
+
+        Raises:
+            RunNotFoundError: no such run.
+            RunStateError: the run has not finished (cancel it first).
+        """
+        return await self.store.purge_run(run_id)
+
     async def send(self, run_id: str, payload: Any, *, topic: str = "default") -> None:
         """Send a message to a run; it is delivered by :func:`kernos.recv` on ``topic``.
 
@@ -444,7 +502,8 @@ class Kernos:
         """Fork a run: a new run reuses its journal before ``at`` and goes on from there.
 
         The original is kept and marked superseded by the fork; if it has not
-        finished it is cancelled first, so the two never both act.
+        finished it is cancelled first, so the two never both act. The fork
+        belongs to the original's tenant.
 
         Args:
             run_id: the run to fork.
@@ -504,6 +563,7 @@ class Kernos:
             queue=source.queue,
             priority=source.priority,
             timeout=source.timeout,
+            tenant=source.tenant,
         )
         text = encode(patch, what=f"patch for seq {at_seq}") if apply_patch else None
         await self.store.fork(run_id, at_seq, text, new)

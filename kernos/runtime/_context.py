@@ -476,6 +476,7 @@ class RunContext:
             parent_seq=seq,
             timeout=wf.timeout,
             queue=self.run.queue,
+            tenant=self.run.tenant,
         )
         child = await engine.run_child(new)
         if child is None:
@@ -512,7 +513,10 @@ class RunContext:
         kwargs: dict[str, Any],
         options: dict[str, Any],
     ) -> str:
-        """Enqueue a run from workflow code, journaled so recovery does not repeat it."""
+        """Enqueue a run from workflow code, journaled so recovery does not repeat it.
+
+        The run belongs to this run's tenant unless ``options`` names another.
+        """
         seq = self.take_seq()
         what = f"enqueue of {wf.name!r} on {queue!r}"
         arg_hash = args_hash((*args, options), kwargs, what=what)
@@ -521,7 +525,12 @@ class RunContext:
             return str(entry.output)
         engine = self._live()
         new = engine.app.new_queued_run(
-            queue, wf, args, kwargs, default_id=f"{self.run_id}.{seq}", **options
+            queue,
+            wf,
+            args,
+            kwargs,
+            default_id=f"{self.run_id}.{seq}",
+            **{"tenant": self.run.tenant, **options},
         )
         enqueued = await engine.store.enqueue(new)
         engine.poke()

@@ -95,6 +95,7 @@ class Queue:
         dedup_id: str | None = None,
         run_id: str | None = None,
         timeout: float | None = None,
+        tenant: str | None = None,
         **kwargs: Any,
     ) -> RunHandle[Any]:
         """Put a run of ``workflow`` on this queue and return its handle at once.
@@ -116,6 +117,8 @@ class Queue:
                 it again returns that run instead of a new one.
             run_id: the run's id (an idempotency key; default: a new id).
             timeout: seconds the run may take once started.
+            tenant: the tenant the run belongs to (default: inside a workflow,
+                the enqueuing run's tenant; elsewhere the default tenant).
 
         Raises:
             DependencyCycleError: ``depends_on`` would make a cycle (the error names it).
@@ -123,7 +126,7 @@ class Queue:
         """
         from kernos.runtime._app import Kernos, RunHandle
 
-        options = {
+        options: dict[str, Any] = {
             "priority": priority,
             "key": key,
             "depends_on": list(depends_on),
@@ -133,6 +136,8 @@ class Queue:
             "run_id": run_id,
             "timeout": timeout,
         }
+        if tenant is not None:  # absent otherwise: journaled enqueues keep their hash
+            options["tenant"] = tenant
         ctx = _context.active()
         if ctx is not None and not ctx.replaying:
             enqueued_id = await ctx.call_enqueue(self.name, workflow, args, kwargs, options)

@@ -17,9 +17,11 @@ from typing import Any
 
 from kernos.errors import StoreError
 
-__all__ = ["Blobs"]
+__all__ = ["REFERENCE_LIKE", "Blobs"]
 
 _PREFIX = '{"$kernos_blob":"'
+REFERENCE_LIKE = _PREFIX + "%"
+"""A LIKE pattern that every blob reference matches (``_`` matches itself too)."""
 Execute = Callable[[str, dict[str, Any]], Any]
 
 
@@ -41,13 +43,41 @@ class Blobs:
             self._write_file(blob_id, text)
         else:
             execute("put_blob", {"blob_id": blob_id, "data": text, "size": len(text), "now": now})
+        return self.reference(blob_id)
+
+    @staticmethod
+    def reference(blob_id: str) -> str:
+        """The text that stands for blob ``blob_id`` in a row."""
         return f'{_PREFIX}{blob_id}"}}'
+
+    @staticmethod
+    def referenced_id(text: str | None) -> str | None:
+        """The id of the blob ``text`` stands for, or None if it is a plain value."""
+        if text is None or not text.startswith(_PREFIX):
+            return None
+        return text[len(_PREFIX) : -2]
+
+    def delete(self, blob_id: str, execute: Execute) -> None:
+        """Delete a blob from the table; a blob file is left for :meth:`remove_files`.
+
+        Files are removed only after the deleting transaction commits: a
+        rollback must not leave rows that point at a removed file.
+        """
+        if self.directory is None:
+            execute("delete_blob", {"blob_id": blob_id})
+
+    def remove_files(self, blob_ids: list[str]) -> None:
+        """Remove the files of deleted blobs (nothing to do without a blob directory)."""
+        if self.directory is None:
+            return
+        for blob_id in blob_ids:
+            (self.directory / blob_id).unlink(missing_ok=True)
 
     def resolve(self, text: str | None, execute: Execute) -> str | None:
         """Return the stored text a reference points to; other texts pass through."""
-        if text is None or not text.startswith(_PREFIX):
+        blob_id = self.referenced_id(text)
+        if blob_id is None:
             return text
-        blob_id = text[len(_PREFIX) : -2]
         if self.directory is not None:
             path = self.directory / blob_id
             try:

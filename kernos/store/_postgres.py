@@ -163,5 +163,18 @@ class PostgresStore(SqlStore):
     def _claim_needs_no_fsync(self, tx: _Tx) -> None:
         tx.conn.execute("SET LOCAL synchronous_commit = off")
 
+    def _plan_for_values(self, tx: _Tx) -> None:
+        # psycopg prepares a statement once it has run a few times, and the
+        # server may then settle on one generic plan for all parameter values:
+        # for a listing with optional filters that plan scans the wrong index
+        # (e.g. by creation time for one small tenant).
+        tx.conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+
+    def _lock_blobs(self, tx: _Tx) -> None:
+        # Conflicts with the lock every INSERT takes: waits for writers that may
+        # have just reused a blob to commit (so their rows are seen), and holds
+        # new ones off until the purge commits (their put_blob then re-inserts).
+        tx.conn.execute("LOCK TABLE kernos_blobs IN SHARE ROW EXCLUSIVE MODE")
+
     def _lock_migrations(self, tx: _Tx) -> None:
         tx.execute("lock_migrations", {"key": MIGRATION_LOCK_KEY})

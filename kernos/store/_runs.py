@@ -54,6 +54,7 @@ def insert_run(
             "on_dep_failure": run.on_dep_failure,
             "error": error,
             "finished_at": tx.now if status.terminal else None,
+            "tenant_id": run.tenant,
         },
     )
     if row is None:
@@ -67,6 +68,7 @@ def insert_run(
             "parent_id": run.parent_id,
             "forked_from": run.forked_from,
             "depends_on": list(run.depends_on),
+            "tenant": run.tenant,
         },
     )
     if owned:

@@ -25,17 +25,19 @@ from kernos.records import (
     Event,
     JournalEntry,
     QueueSpec,
-    QueueStats,
     Run,
     RunStatus,
     Schedule,
     Worker,
 )
 from kernos.serialization import checksum, decode
-from kernos.store._base import Enqueued, NewRun, RunFilter, Store
+from kernos.store._base import Enqueued, NewRun, Store
 from kernos.store._blobs import Blobs
 from kernos.store._claims import claim
+from kernos.store._control import ControlPlane
+from kernos.store._listing import Listing
 from kernos.store._ops import EntryWrite, EventWrite, Fence, FinishWrite, Write
+from kernos.store._purge import purge
 from kernos.store._queries import load_migrations, load_queries, split_statements
 from kernos.store._runs import enqueue, insert_run, settle_dependents
 from kernos.store._tx import Connection
@@ -48,7 +50,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class SqlStore(Store):
+class SqlStore(Listing, ControlPlane, Store):
     """Store on a DB-API connection; subclasses supply the dialect."""
 
     dialect: ClassVar[str]
@@ -90,6 +92,20 @@ class SqlStore(Store):
         """Execute a migration script, statement by statement."""
         for statement in split_statements(script):
             tx.conn.execute(statement)
+
+    def _plan_for_values(self, tx: _Tx) -> None:
+        """Plan this transaction's statements for their parameter values.
+
+        For queries with optional filters (``:x IS NULL OR ...``), whose best
+        index depends on which filters are set.
+        """
+
+    def _lock_blobs(self, tx: _Tx) -> None:
+        """Keep concurrent writers from adding blob references until this commits.
+
+        A purge checks that no row refers to a blob before deleting it; one
+        writer at a time (the default) already makes that check safe.
+        """
 
     def listen(self, wake: Callable[[str], None]) -> None:
         """Without notifications there is nothing to listen to: workers poll."""
@@ -230,28 +246,19 @@ class SqlStore(Store):
         """Return one run; raises RunNotFoundError."""
         return await self._call(lambda tx: tx.run(run_id), write=False)
 
-    async def list_runs(self, query: RunFilter) -> list[Run]:
-        """Return runs matching ``query``, newest first."""
-        before_created, before_id = query.before if query.before else (None, None)
-        params = {
-            "status": query.status,
-            "workflow": query.workflow,
-            "parent_id": query.parent_id,
-            "before_created": before_created,
-            "before_run_id": before_id,
-            "limit": query.limit,
-        }
-        return await self._call(
-            lambda tx: [Run.from_row(row, tx.decode) for row in tx.all("list_runs", params)],
-            write=False,
-        )
+    async def purge_run(self, run_id: str) -> dict[str, int]:
+        """Delete a finished run's data and the blobs no other run refers to.
 
-    async def count_runs(self) -> dict[str, int]:
-        """Return the number of runs per status."""
-        return await self._call(
-            lambda tx: {row["status"]: row["n"] for row in tx.all("count_runs_by_status", {})},
-            write=False,
-        )
+        The run's children, forks and dependents are separate runs and are kept.
+        Blobs in a blob directory are removed after the transaction commits; a
+        run written at that moment with one of the same large values could lose
+        its blob, so purge (and retention) is best run where that is unlikely.
+        The blob table has no such race (PostgreSQL locks it for the purge).
+        """
+        counts, deleted = await self._call(lambda tx: purge(tx, run_id))
+        if deleted and self.blobs.directory is not None:
+            await asyncio.to_thread(self.blobs.remove_files, deleted)
+        return counts
 
     async def claim(
         self,
@@ -284,21 +291,6 @@ class SqlStore(Store):
         """Store a queue's limits."""
         params = spec.to_dict()
         await self._call(lambda tx: tx.execute("upsert_queue", {**params, "now": tx.now}))
-
-    async def list_queues(self) -> list[QueueStats]:
-        """Queues with limits or unfinished runs, with counts per state."""
-
-        def go(tx: _Tx) -> list[QueueStats]:
-            specs = {row["name"]: QueueSpec.from_row(row) for row in tx.all("list_queue_specs", {})}
-            counts: dict[str, dict[str, int]] = {name: {} for name in specs}
-            for row in tx.all("queue_depths", {}):
-                counts.setdefault(row["queue"], {})[row["status"]] = row["n"]
-            return [
-                QueueStats(name=name, spec=specs.get(name), **by_status)
-                for name, by_status in sorted(counts.items())
-            ]
-
-        return await self._call(go, write=False)
 
     async def upsert_schedule(self, schedule: Schedule) -> Schedule:
         """Declare a cron schedule, keeping its last tick."""

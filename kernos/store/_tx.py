@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
@@ -13,9 +14,10 @@ from kernos.serialization import decode
 if TYPE_CHECKING:
     from kernos.store._sql import SqlStore
 
-__all__ = ["Connection", "Tx"]
+__all__ = ["Connection", "Transacting", "Tx", "run_not_found"]
 
 Connection = Any  # sqlite3.Connection or psycopg.Connection
+T = TypeVar("T")
 
 
 class Tx:
@@ -59,8 +61,21 @@ class Tx:
     def run(self, run_id: str) -> Run:
         row = self.one("get_run", {"run_id": run_id})
         if row is None:
-            raise errors.RunNotFoundError(
-                f"no run with id {run_id!r}; `kernos runs list` shows the runs in this store",
-                run_id=run_id,
-            )
+            raise run_not_found(run_id)
         return Run.from_row(row, self.decode)
+
+
+def run_not_found(run_id: str) -> errors.RunNotFoundError:
+    """The error for a run id the store does not hold."""
+    return errors.RunNotFoundError(
+        f"no run with id {run_id!r}; `kernos runs list` shows the runs in this store",
+        run_id=run_id,
+    )
+
+
+class Transacting:
+    """Base of the store's mixins: they run functions of a :class:`Tx` through ``_call``."""
+
+    async def _call(self, fn: Callable[[Tx], T], *, write: bool = True) -> T:
+        """Run ``fn`` in one transaction (a write transaction unless ``write`` is False)."""
+        raise NotImplementedError

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import pytest
+from store_support import T0, WF, Clock, entry, finish, kinds, new_run
 
 from kernos import errors
 from kernos.records import EntryStatus, RunStatus, Worker
@@ -20,7 +21,6 @@ from kernos.store import (
     EntryWrite,
     EventWrite,
     Fence,
-    FinishWrite,
     NewRun,
     RunFilter,
     Store,
@@ -29,22 +29,6 @@ from kernos.store import (
 
 if TYPE_CHECKING:
     from tests.conftest import Fetch, MakeStore, MakeStoreUrl
-
-T0 = 1_000_000.0
-WF = ["wf", "a", "b"]
-
-
-class Clock:
-    """A clock the test moves by hand, so leases and timers are exact."""
-
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
@@ -55,29 +39,6 @@ def clock() -> Clock:
 @pytest.fixture
 async def store(make_store: MakeStore, clock: Clock) -> Store:
     return await make_store(clock=clock)
-
-
-def new_run(run_id: str, **fields: Any) -> NewRun:
-    fields.setdefault("workflow", "wf")
-    return NewRun(run_id=run_id, version="1", input='{"n": 1}', **fields)
-
-
-def entry(run_id: str, seq: int, **fields: Any) -> EntryWrite:
-    fields.setdefault("epoch", 1)
-    fields.setdefault("kind", "step")
-    fields.setdefault("name", f"step{seq}")
-    fields.setdefault("status", "ok")
-    fields.setdefault("output", f'"out{seq}"')
-    fields.setdefault("started_at", T0)
-    return EntryWrite(run_id=run_id, seq=seq, **fields)
-
-
-def finish(run_id: str, *, epoch: int = 1, output: str = '"done"') -> FinishWrite:
-    return FinishWrite(run_id=run_id, epoch=epoch, status="succeeded", output=output)
-
-
-async def kinds(store: Store, run_id: str) -> list[str]:
-    return [event.kind for event in await store.list_events(run_id)]
 
 
 # -- runs ---------------------------------------------------------------------

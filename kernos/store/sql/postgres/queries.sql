@@ -8,14 +8,14 @@ INSERT INTO kernos_runs (
     run_id, workflow, version, status, input, parent_id, parent_seq, forked_from, fork_seq,
     queue, priority, created_at, started_at, updated_at, owner, lease_epoch, lease_expires_at,
     wake_at, deadline, timeout, executions, concurrency_key, dedup_id, deps_pending,
-    on_dep_failure, error, finished_at
+    on_dep_failure, error, finished_at, tenant_id
 ) VALUES (
     %(run_id)s, %(workflow)s, %(version)s, %(status)s, %(input)s, %(parent_id)s,
     %(parent_seq)s, %(forked_from)s, %(fork_seq)s, %(queue)s, %(priority)s,
     %(now)s::double precision, %(started_at)s, %(now)s::double precision, %(owner)s,
     %(lease_epoch)s, %(lease_expires_at)s, %(wake_at)s, %(deadline)s, %(timeout)s,
     %(executions)s, %(concurrency_key)s, %(dedup_id)s, %(deps_pending)s, %(on_dep_failure)s,
-    %(error)s, %(finished_at)s::double precision
+    %(error)s, %(finished_at)s::double precision, %(tenant_id)s
 )
 ON CONFLICT DO NOTHING
 RETURNING run_id;
@@ -24,19 +24,74 @@ RETURNING run_id;
 SELECT * FROM kernos_runs WHERE run_id = %(run_id)s::text;
 
 -- name: list_runs
+-- The time bounds are always bound (the first page starts below +infinity) so
+-- that they bound an index range instead of filtering a scan.
 SELECT * FROM kernos_runs
-WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
+WHERE (created_at, run_id) < (%(before_created)s::double precision, %(before_run_id)s::text)
+  AND created_at >= %(created_after)s::double precision
+  AND (%(status)s::text IS NULL OR status = %(status)s::text)
   AND (%(workflow)s::text IS NULL OR workflow = %(workflow)s::text)
   AND (%(parent_id)s::text IS NULL OR parent_id = %(parent_id)s::text)
-  AND (%(before_created)s::double precision IS NULL
-       OR created_at < %(before_created)s::double precision
-       OR (created_at = %(before_created)s::double precision
-           AND run_id < %(before_run_id)s::text))
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+  AND (%(finished_before)s::double precision IS NULL
+       OR (finished_at < %(finished_before)s::double precision
+           AND status IN ('succeeded', 'failed', 'cancelled')))
+  AND (%(text)s::text IS NULL OR run_id ILIKE %(text)s::text ESCAPE '\'
+       OR workflow ILIKE %(text)s::text ESCAPE '\' OR error ILIKE %(text)s::text ESCAPE '\')
 ORDER BY created_at DESC, run_id DESC
 LIMIT %(limit)s;
 
+-- name: list_tenant_runs
+-- As list_runs, for one tenant: walks kernos_runs_tenant newest first.
+SELECT * FROM kernos_runs
+WHERE tenant_id = %(tenant)s::text
+  AND (created_at, run_id) < (%(before_created)s::double precision, %(before_run_id)s::text)
+  AND created_at >= %(created_after)s::double precision
+  AND (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(workflow)s::text IS NULL OR workflow = %(workflow)s::text)
+  AND (%(parent_id)s::text IS NULL OR parent_id = %(parent_id)s::text)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+  AND (%(finished_before)s::double precision IS NULL
+       OR (finished_at < %(finished_before)s::double precision
+           AND status IN ('succeeded', 'failed', 'cancelled')))
+  AND (%(text)s::text IS NULL OR run_id ILIKE %(text)s::text ESCAPE '\'
+       OR workflow ILIKE %(text)s::text ESCAPE '\' OR error ILIKE %(text)s::text ESCAPE '\')
+ORDER BY created_at DESC, run_id DESC
+LIMIT %(limit)s;
+
+-- name: count_matching_runs
+SELECT count(*) AS n FROM kernos_runs
+WHERE (created_at, run_id) < (%(before_created)s::double precision, %(before_run_id)s::text)
+  AND created_at >= %(created_after)s::double precision
+  AND (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(workflow)s::text IS NULL OR workflow = %(workflow)s::text)
+  AND (%(parent_id)s::text IS NULL OR parent_id = %(parent_id)s::text)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+  AND (%(finished_before)s::double precision IS NULL
+       OR (finished_at < %(finished_before)s::double precision
+           AND status IN ('succeeded', 'failed', 'cancelled')))
+  AND (%(text)s::text IS NULL OR run_id ILIKE %(text)s::text ESCAPE '\'
+       OR workflow ILIKE %(text)s::text ESCAPE '\' OR error ILIKE %(text)s::text ESCAPE '\');
+
+-- name: count_tenant_matching_runs
+SELECT count(*) AS n FROM kernos_runs
+WHERE tenant_id = %(tenant)s::text
+  AND (created_at, run_id) < (%(before_created)s::double precision, %(before_run_id)s::text)
+  AND created_at >= %(created_after)s::double precision
+  AND (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(workflow)s::text IS NULL OR workflow = %(workflow)s::text)
+  AND (%(parent_id)s::text IS NULL OR parent_id = %(parent_id)s::text)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+  AND (%(finished_before)s::double precision IS NULL
+       OR (finished_at < %(finished_before)s::double precision
+           AND status IN ('succeeded', 'failed', 'cancelled')))
+  AND (%(text)s::text IS NULL OR run_id ILIKE %(text)s::text ESCAPE '\'
+       OR workflow ILIKE %(text)s::text ESCAPE '\' OR error ILIKE %(text)s::text ESCAPE '\');
+
 -- name: count_runs_by_status
-SELECT status, count(*) AS n FROM kernos_runs GROUP BY status;
+SELECT status, count(*) AS n FROM kernos_runs
+WHERE (%(tenant)s::text IS NULL OR tenant_id = %(tenant)s::text)
+GROUP BY status;
 
 -- name: fence
 -- Every journal write first proves this process still holds the run's lease.
@@ -416,6 +471,7 @@ SELECT name FROM kernos_queues WHERE name = %(queue)s FOR UPDATE;
 -- name: queue_depths
 SELECT queue, status, count(*) AS n FROM kernos_runs
 WHERE status IN ('pending', 'running', 'waiting', 'paused')
+  AND (%(tenant)s::text IS NULL OR tenant_id = %(tenant)s::text)
 GROUP BY queue, status;
 
 -- name: runs_in_flight
@@ -468,3 +524,219 @@ WHERE EXISTS (
     SELECT 1 FROM kernos_runs
     WHERE run_id = %(run_id)s::text AND lease_epoch = %(epoch)s::integer AND status = 'running'
 );
+
+-- name: stream_events
+-- Polled many times a second with ``after`` the last id seen: a range of the
+-- primary key, each event joined with its run for the tenant and workflow.
+SELECT e.event_id, e.run_id, e.kind, e.at, e.data, r.tenant_id, r.workflow
+FROM kernos_events e LEFT JOIN kernos_runs r ON r.run_id = e.run_id
+WHERE e.event_id > %(after)s::bigint AND e.event_id <= %(until)s::bigint
+  AND (%(run_id)s::text IS NULL OR e.run_id = %(run_id)s::text)
+  AND (%(tenant)s::text IS NULL OR r.tenant_id = %(tenant)s::text)
+  AND (%(workflow)s::text IS NULL OR r.workflow = %(workflow)s::text)
+  AND (%(kinds)s::text IS NULL
+       OR e.kind IN (SELECT jsonb_array_elements_text(%(kinds)s::jsonb)))
+ORDER BY e.event_id
+LIMIT %(limit)s;
+
+-- name: last_event_id
+SELECT coalesce(max(event_id), 0) AS n FROM kernos_events;
+
+-- name: run_blob_candidates
+-- Rows of a run that may hold blob references (the caller checks each value).
+SELECT input AS a, output AS b, error AS c, NULL::text AS d FROM kernos_runs
+WHERE run_id = %(run_id)s::text
+UNION ALL
+SELECT output, error, detail, attempts FROM kernos_journal
+WHERE run_id = %(run_id)s::text
+  AND (output LIKE %(prefix)s::text OR error LIKE %(prefix)s::text
+       OR detail LIKE %(prefix)s::text OR attempts LIKE %(prefix)s::text);
+
+-- name: blob_referenced
+SELECT 1 AS found FROM kernos_journal
+WHERE output = %(ref)s::text OR error = %(ref)s::text OR detail = %(ref)s::text
+   OR attempts = %(ref)s::text
+UNION ALL
+SELECT 1 FROM kernos_runs
+WHERE input = %(ref)s::text OR output = %(ref)s::text OR error = %(ref)s::text
+LIMIT 1;
+
+-- name: delete_blob
+DELETE FROM kernos_blobs WHERE blob_id = %(blob_id)s::text;
+
+-- name: delete_run_journal
+DELETE FROM kernos_journal WHERE run_id = %(run_id)s::text;
+
+-- name: delete_run_events
+DELETE FROM kernos_events WHERE run_id = %(run_id)s::text;
+
+-- name: delete_run_messages
+DELETE FROM kernos_messages WHERE run_id = %(run_id)s::text;
+
+-- name: delete_run_deps
+DELETE FROM kernos_run_deps WHERE run_id = %(run_id)s::text OR depends_on = %(run_id)s::text;
+
+-- name: delete_run
+DELETE FROM kernos_runs WHERE run_id = %(run_id)s::text;
+
+-- name: insert_tenant
+INSERT INTO kernos_tenants (tenant_id, name, created_at, retention_days, retention_action)
+VALUES (%(tenant_id)s::text, %(name)s::text, %(created_at)s::double precision,
+        %(retention_days)s::integer, %(retention_action)s::text)
+ON CONFLICT DO NOTHING
+RETURNING tenant_id;
+
+-- name: get_tenant
+SELECT * FROM kernos_tenants WHERE tenant_id = %(tenant_id)s::text;
+
+-- name: list_tenants
+SELECT * FROM kernos_tenants ORDER BY tenant_id;
+
+-- name: set_retention
+UPDATE kernos_tenants SET retention_days = %(days)s::integer, retention_action = %(action)s::text
+WHERE tenant_id = %(tenant_id)s::text
+RETURNING *;
+
+-- name: insert_user
+-- Any conflict (the username, or the id) leaves the existing user alone.
+INSERT INTO kernos_users (user_id, username, password_hash, created_at, disabled)
+VALUES (%(user_id)s::text, %(username)s::text, %(password_hash)s::text,
+        %(created_at)s::double precision, %(disabled)s::integer)
+ON CONFLICT DO NOTHING
+RETURNING user_id;
+
+-- name: get_user
+SELECT * FROM kernos_users WHERE user_id = %(user_id)s::text;
+
+-- name: find_user
+SELECT * FROM kernos_users WHERE username = %(username)s::text;
+
+-- name: count_users
+SELECT count(*) AS n FROM kernos_users;
+
+-- name: update_user
+UPDATE kernos_users SET
+    password_hash = coalesce(%(password_hash)s::text, password_hash),
+    disabled = coalesce(%(disabled)s::integer, disabled)
+WHERE user_id = %(user_id)s::text
+RETURNING *;
+
+-- name: upsert_membership
+INSERT INTO kernos_memberships (user_id, tenant_id, role, created_at)
+VALUES (%(user_id)s::text, %(tenant_id)s::text, %(role)s::text, %(created_at)s::double precision)
+ON CONFLICT (user_id, tenant_id) DO UPDATE SET role = excluded.role;
+
+-- name: delete_membership
+DELETE FROM kernos_memberships
+WHERE user_id = %(user_id)s::text AND tenant_id = %(tenant_id)s::text;
+
+-- name: memberships_of
+SELECT * FROM kernos_memberships WHERE user_id = %(user_id)s::text ORDER BY tenant_id;
+
+-- name: members_of
+SELECT u.user_id, u.username, u.password_hash, u.created_at, u.disabled,
+       m.tenant_id, m.role, m.created_at AS member_since
+FROM kernos_memberships m JOIN kernos_users u ON u.user_id = m.user_id
+WHERE m.tenant_id = %(tenant_id)s::text
+ORDER BY u.username;
+
+-- name: insert_api_key
+INSERT INTO kernos_api_keys (
+    key_id, tenant_id, name, role, secret_hash, created_by, created_at, expires_at,
+    revoked_at, last_used_at, rotated_from
+) VALUES (
+    %(key_id)s::text, %(tenant_id)s::text, %(name)s::text, %(role)s::text,
+    %(secret_hash)s::text, %(created_by)s::text, %(created_at)s::double precision,
+    %(expires_at)s::double precision, %(revoked_at)s::double precision,
+    %(last_used_at)s::double precision, %(rotated_from)s::text
+);
+
+-- name: get_api_key
+SELECT * FROM kernos_api_keys WHERE key_id = %(key_id)s::text;
+
+-- name: list_api_keys
+SELECT * FROM kernos_api_keys WHERE tenant_id = %(tenant_id)s::text
+ORDER BY created_at DESC, key_id DESC;
+
+-- name: update_api_key
+-- An expiry only ever moves earlier, so a rotation cannot extend a key's life.
+UPDATE kernos_api_keys SET
+    revoked_at = coalesce(%(revoked_at)s::double precision, revoked_at),
+    last_used_at = coalesce(%(last_used_at)s::double precision, last_used_at),
+    expires_at = CASE
+        WHEN %(expires_at)s::double precision IS NULL THEN expires_at
+        WHEN expires_at IS NULL OR %(expires_at)s::double precision < expires_at
+            THEN %(expires_at)s::double precision
+        ELSE expires_at
+    END
+WHERE key_id = %(key_id)s::text
+RETURNING *;
+
+-- name: insert_session
+INSERT INTO kernos_sessions (
+    token_hash, user_id, tenant_id, csrf_token, created_at, expires_at, ip
+) VALUES (
+    %(token_hash)s::text, %(user_id)s::text, %(tenant_id)s::text, %(csrf_token)s::text,
+    %(created_at)s::double precision, %(expires_at)s::double precision, %(ip)s::text
+);
+
+-- name: get_session
+SELECT * FROM kernos_sessions WHERE token_hash = %(token_hash)s::text;
+
+-- name: delete_session
+DELETE FROM kernos_sessions WHERE token_hash = %(token_hash)s::text;
+
+-- name: delete_expired_sessions
+DELETE FROM kernos_sessions WHERE expires_at < %(now)s::double precision;
+
+-- name: insert_audit
+INSERT INTO kernos_audit (
+    tenant_id, at, actor, action, object_type, object_id, ip, outcome, detail
+) VALUES (
+    %(tenant_id)s::text, %(at)s::double precision, %(actor)s::text, %(action)s::text,
+    %(object_type)s::text, %(object_id)s::text, %(ip)s::text, %(outcome)s::text,
+    %(detail)s::text
+);
+
+-- name: list_audit
+-- ``before_id`` is always bound (the first page starts below the largest id)
+-- so that it bounds a range of kernos_audit_tenant.
+SELECT * FROM kernos_audit
+WHERE tenant_id = %(tenant_id)s::text AND audit_id < %(before_id)s::bigint
+  AND (%(actor)s::text IS NULL OR actor = %(actor)s::text)
+  AND (%(action)s::text IS NULL
+       OR substr(action, 1, length(%(action)s::text)) = %(action)s::text)
+  AND (%(object_id)s::text IS NULL OR object_id = %(object_id)s::text)
+  AND (%(since)s::double precision IS NULL OR at >= %(since)s::double precision)
+  AND (%(until)s::double precision IS NULL OR at < %(until)s::double precision)
+ORDER BY audit_id DESC
+LIMIT %(limit)s;
+
+-- name: upsert_bulk_job
+INSERT INTO kernos_bulk_jobs (
+    job_id, tenant_id, action, filter, state, total, done, failed, created_by, created_at,
+    finished_at, results
+) VALUES (
+    %(job_id)s::text, %(tenant_id)s::text, %(action)s::text, %(filter)s::text,
+    %(state)s::text, %(total)s::integer, %(done)s::integer, %(failed)s::integer,
+    %(created_by)s::text, %(created_at)s::double precision,
+    %(finished_at)s::double precision, %(results)s::text
+)
+ON CONFLICT (job_id) DO UPDATE SET
+    tenant_id = excluded.tenant_id, action = excluded.action, filter = excluded.filter,
+    state = excluded.state, total = excluded.total, done = excluded.done,
+    failed = excluded.failed, created_by = excluded.created_by,
+    created_at = excluded.created_at, finished_at = excluded.finished_at,
+    results = excluded.results;
+
+-- name: get_bulk_job
+SELECT * FROM kernos_bulk_jobs WHERE job_id = %(job_id)s::text;
+
+-- name: list_bulk_jobs
+SELECT * FROM kernos_bulk_jobs WHERE tenant_id = %(tenant_id)s::text
+ORDER BY created_at DESC, job_id DESC
+LIMIT %(limit)s;
+
+-- name: interrupt_bulk_jobs
+UPDATE kernos_bulk_jobs SET state = 'interrupted', finished_at = %(now)s::double precision
+WHERE state = 'running';

@@ -6,12 +6,12 @@ INSERT INTO kernos_runs (
     run_id, workflow, version, status, input, parent_id, parent_seq, forked_from, fork_seq,
     queue, priority, created_at, started_at, updated_at, owner, lease_epoch, lease_expires_at,
     wake_at, deadline, timeout, executions, concurrency_key, dedup_id, deps_pending,
-    on_dep_failure, error, finished_at
+    on_dep_failure, error, finished_at, tenant_id
 ) VALUES (
     :run_id, :workflow, :version, :status, :input, :parent_id, :parent_seq, :forked_from,
     :fork_seq, :queue, :priority, :now, :started_at, :now, :owner, :lease_epoch,
     :lease_expires_at, :wake_at, :deadline, :timeout, :executions, :concurrency_key, :dedup_id,
-    :deps_pending, :on_dep_failure, :error, :finished_at
+    :deps_pending, :on_dep_failure, :error, :finished_at, :tenant_id
 )
 ON CONFLICT DO NOTHING
 RETURNING run_id;
@@ -20,17 +20,70 @@ RETURNING run_id;
 SELECT * FROM kernos_runs WHERE run_id = :run_id;
 
 -- name: list_runs
+-- The time bounds are always bound (the first page starts below +infinity) so
+-- that they bound an index range instead of filtering a scan.
 SELECT * FROM kernos_runs
-WHERE (:status IS NULL OR status = :status)
+WHERE (created_at, run_id) < (:before_created, :before_run_id)
+  AND created_at >= :created_after
+  AND (:status IS NULL OR status = :status)
   AND (:workflow IS NULL OR workflow = :workflow)
   AND (:parent_id IS NULL OR parent_id = :parent_id)
-  AND (:before_created IS NULL OR created_at < :before_created
-       OR (created_at = :before_created AND run_id < :before_run_id))
+  AND (:queue IS NULL OR queue = :queue)
+  AND (:finished_before IS NULL OR (finished_at < :finished_before
+       AND status IN ('succeeded', 'failed', 'cancelled')))
+  AND (:text IS NULL OR run_id LIKE :text ESCAPE '\' OR workflow LIKE :text ESCAPE '\'
+       OR error LIKE :text ESCAPE '\')
 ORDER BY created_at DESC, run_id DESC
 LIMIT :limit;
 
+-- name: list_tenant_runs
+-- As list_runs, for one tenant: walks kernos_runs_tenant newest first.
+SELECT * FROM kernos_runs
+WHERE tenant_id = :tenant
+  AND (created_at, run_id) < (:before_created, :before_run_id)
+  AND created_at >= :created_after
+  AND (:status IS NULL OR status = :status)
+  AND (:workflow IS NULL OR workflow = :workflow)
+  AND (:parent_id IS NULL OR parent_id = :parent_id)
+  AND (:queue IS NULL OR queue = :queue)
+  AND (:finished_before IS NULL OR (finished_at < :finished_before
+       AND status IN ('succeeded', 'failed', 'cancelled')))
+  AND (:text IS NULL OR run_id LIKE :text ESCAPE '\' OR workflow LIKE :text ESCAPE '\'
+       OR error LIKE :text ESCAPE '\')
+ORDER BY created_at DESC, run_id DESC
+LIMIT :limit;
+
+-- name: count_matching_runs
+SELECT count(*) AS n FROM kernos_runs
+WHERE (created_at, run_id) < (:before_created, :before_run_id)
+  AND created_at >= :created_after
+  AND (:status IS NULL OR status = :status)
+  AND (:workflow IS NULL OR workflow = :workflow)
+  AND (:parent_id IS NULL OR parent_id = :parent_id)
+  AND (:queue IS NULL OR queue = :queue)
+  AND (:finished_before IS NULL OR (finished_at < :finished_before
+       AND status IN ('succeeded', 'failed', 'cancelled')))
+  AND (:text IS NULL OR run_id LIKE :text ESCAPE '\' OR workflow LIKE :text ESCAPE '\'
+       OR error LIKE :text ESCAPE '\');
+
+-- name: count_tenant_matching_runs
+SELECT count(*) AS n FROM kernos_runs
+WHERE tenant_id = :tenant
+  AND (created_at, run_id) < (:before_created, :before_run_id)
+  AND created_at >= :created_after
+  AND (:status IS NULL OR status = :status)
+  AND (:workflow IS NULL OR workflow = :workflow)
+  AND (:parent_id IS NULL OR parent_id = :parent_id)
+  AND (:queue IS NULL OR queue = :queue)
+  AND (:finished_before IS NULL OR (finished_at < :finished_before
+       AND status IN ('succeeded', 'failed', 'cancelled')))
+  AND (:text IS NULL OR run_id LIKE :text ESCAPE '\' OR workflow LIKE :text ESCAPE '\'
+       OR error LIKE :text ESCAPE '\');
+
 -- name: count_runs_by_status
-SELECT status, count(*) AS n FROM kernos_runs GROUP BY status;
+SELECT status, count(*) AS n FROM kernos_runs
+WHERE (:tenant IS NULL OR tenant_id = :tenant)
+GROUP BY status;
 
 -- name: fence
 -- Every journal write first proves this process still holds the run's lease.
@@ -388,6 +441,7 @@ SELECT name FROM kernos_queues WHERE name = :queue;
 -- name: queue_depths
 SELECT queue, status, count(*) AS n FROM kernos_runs
 WHERE status IN ('pending', 'running', 'waiting', 'paused')
+  AND (:tenant IS NULL OR tenant_id = :tenant)
 GROUP BY queue, status;
 
 -- name: runs_in_flight
@@ -438,3 +492,202 @@ WHERE EXISTS (
     SELECT 1 FROM kernos_runs
     WHERE run_id = :run_id AND lease_epoch = :epoch AND status = 'running'
 );
+
+-- name: stream_events
+-- Polled many times a second with ``after`` the last id seen: a range of the
+-- primary key, each event joined with its run for the tenant and workflow.
+SELECT e.event_id, e.run_id, e.kind, e.at, e.data, r.tenant_id, r.workflow
+FROM kernos_events e LEFT JOIN kernos_runs r ON r.run_id = e.run_id
+WHERE e.event_id > :after AND e.event_id <= :until
+  AND (:run_id IS NULL OR e.run_id = :run_id)
+  AND (:tenant IS NULL OR r.tenant_id = :tenant)
+  AND (:workflow IS NULL OR r.workflow = :workflow)
+  AND (:kinds IS NULL OR e.kind IN (SELECT value FROM json_each(:kinds)))
+ORDER BY e.event_id
+LIMIT :limit;
+
+-- name: last_event_id
+SELECT coalesce(max(event_id), 0) AS n FROM kernos_events;
+
+-- name: run_blob_candidates
+-- Rows of a run that may hold blob references (the caller checks each value).
+SELECT input AS a, output AS b, error AS c, NULL AS d FROM kernos_runs
+WHERE run_id = :run_id
+UNION ALL
+SELECT output, error, detail, attempts FROM kernos_journal
+WHERE run_id = :run_id
+  AND (output LIKE :prefix OR error LIKE :prefix OR detail LIKE :prefix
+       OR attempts LIKE :prefix);
+
+-- name: blob_referenced
+SELECT 1 AS found FROM kernos_journal
+WHERE output = :ref OR error = :ref OR detail = :ref OR attempts = :ref
+UNION ALL
+SELECT 1 FROM kernos_runs WHERE input = :ref OR output = :ref OR error = :ref
+LIMIT 1;
+
+-- name: delete_blob
+DELETE FROM kernos_blobs WHERE blob_id = :blob_id;
+
+-- name: delete_run_journal
+DELETE FROM kernos_journal WHERE run_id = :run_id;
+
+-- name: delete_run_events
+DELETE FROM kernos_events WHERE run_id = :run_id;
+
+-- name: delete_run_messages
+DELETE FROM kernos_messages WHERE run_id = :run_id;
+
+-- name: delete_run_deps
+DELETE FROM kernos_run_deps WHERE run_id = :run_id OR depends_on = :run_id;
+
+-- name: delete_run
+DELETE FROM kernos_runs WHERE run_id = :run_id;
+
+-- name: insert_tenant
+INSERT INTO kernos_tenants (tenant_id, name, created_at, retention_days, retention_action)
+VALUES (:tenant_id, :name, :created_at, :retention_days, :retention_action)
+ON CONFLICT DO NOTHING
+RETURNING tenant_id;
+
+-- name: get_tenant
+SELECT * FROM kernos_tenants WHERE tenant_id = :tenant_id;
+
+-- name: list_tenants
+SELECT * FROM kernos_tenants ORDER BY tenant_id;
+
+-- name: set_retention
+UPDATE kernos_tenants SET retention_days = :days, retention_action = :action
+WHERE tenant_id = :tenant_id
+RETURNING *;
+
+-- name: insert_user
+-- Any conflict (the username, or the id) leaves the existing user alone.
+INSERT INTO kernos_users (user_id, username, password_hash, created_at, disabled)
+VALUES (:user_id, :username, :password_hash, :created_at, :disabled)
+ON CONFLICT DO NOTHING
+RETURNING user_id;
+
+-- name: get_user
+SELECT * FROM kernos_users WHERE user_id = :user_id;
+
+-- name: find_user
+SELECT * FROM kernos_users WHERE username = :username;
+
+-- name: count_users
+SELECT count(*) AS n FROM kernos_users;
+
+-- name: update_user
+UPDATE kernos_users SET
+    password_hash = coalesce(:password_hash, password_hash),
+    disabled = coalesce(:disabled, disabled)
+WHERE user_id = :user_id
+RETURNING *;
+
+-- name: upsert_membership
+INSERT INTO kernos_memberships (user_id, tenant_id, role, created_at)
+VALUES (:user_id, :tenant_id, :role, :created_at)
+ON CONFLICT (user_id, tenant_id) DO UPDATE SET role = excluded.role;
+
+-- name: delete_membership
+DELETE FROM kernos_memberships WHERE user_id = :user_id AND tenant_id = :tenant_id;
+
+-- name: memberships_of
+SELECT * FROM kernos_memberships WHERE user_id = :user_id ORDER BY tenant_id;
+
+-- name: members_of
+SELECT u.user_id, u.username, u.password_hash, u.created_at, u.disabled,
+       m.tenant_id, m.role, m.created_at AS member_since
+FROM kernos_memberships m JOIN kernos_users u ON u.user_id = m.user_id
+WHERE m.tenant_id = :tenant_id
+ORDER BY u.username;
+
+-- name: insert_api_key
+INSERT INTO kernos_api_keys (
+    key_id, tenant_id, name, role, secret_hash, created_by, created_at, expires_at,
+    revoked_at, last_used_at, rotated_from
+) VALUES (
+    :key_id, :tenant_id, :name, :role, :secret_hash, :created_by, :created_at, :expires_at,
+    :revoked_at, :last_used_at, :rotated_from
+);
+
+-- name: get_api_key
+SELECT * FROM kernos_api_keys WHERE key_id = :key_id;
+
+-- name: list_api_keys
+SELECT * FROM kernos_api_keys WHERE tenant_id = :tenant_id
+ORDER BY created_at DESC, key_id DESC;
+
+-- name: update_api_key
+-- An expiry only ever moves earlier, so a rotation cannot extend a key's life.
+UPDATE kernos_api_keys SET
+    revoked_at = coalesce(:revoked_at, revoked_at),
+    last_used_at = coalesce(:last_used_at, last_used_at),
+    expires_at = CASE
+        WHEN :expires_at IS NULL THEN expires_at
+        WHEN expires_at IS NULL OR :expires_at < expires_at THEN :expires_at
+        ELSE expires_at
+    END
+WHERE key_id = :key_id
+RETURNING *;
+
+-- name: insert_session
+INSERT INTO kernos_sessions (
+    token_hash, user_id, tenant_id, csrf_token, created_at, expires_at, ip
+) VALUES (:token_hash, :user_id, :tenant_id, :csrf_token, :created_at, :expires_at, :ip);
+
+-- name: get_session
+SELECT * FROM kernos_sessions WHERE token_hash = :token_hash;
+
+-- name: delete_session
+DELETE FROM kernos_sessions WHERE token_hash = :token_hash;
+
+-- name: delete_expired_sessions
+DELETE FROM kernos_sessions WHERE expires_at < :now;
+
+-- name: insert_audit
+INSERT INTO kernos_audit (
+    tenant_id, at, actor, action, object_type, object_id, ip, outcome, detail
+) VALUES (
+    :tenant_id, :at, :actor, :action, :object_type, :object_id, :ip, :outcome, :detail
+);
+
+-- name: list_audit
+-- ``before_id`` is always bound (the first page starts below the largest id)
+-- so that it bounds a range of kernos_audit_tenant.
+SELECT * FROM kernos_audit
+WHERE tenant_id = :tenant_id AND audit_id < :before_id
+  AND (:actor IS NULL OR actor = :actor)
+  AND (:action IS NULL OR substr(action, 1, length(:action)) = :action)
+  AND (:object_id IS NULL OR object_id = :object_id)
+  AND (:since IS NULL OR at >= :since)
+  AND (:until IS NULL OR at < :until)
+ORDER BY audit_id DESC
+LIMIT :limit;
+
+-- name: upsert_bulk_job
+INSERT INTO kernos_bulk_jobs (
+    job_id, tenant_id, action, filter, state, total, done, failed, created_by, created_at,
+    finished_at, results
+) VALUES (
+    :job_id, :tenant_id, :action, :filter, :state, :total, :done, :failed, :created_by,
+    :created_at, :finished_at, :results
+)
+ON CONFLICT (job_id) DO UPDATE SET
+    tenant_id = excluded.tenant_id, action = excluded.action, filter = excluded.filter,
+    state = excluded.state, total = excluded.total, done = excluded.done,
+    failed = excluded.failed, created_by = excluded.created_by,
+    created_at = excluded.created_at, finished_at = excluded.finished_at,
+    results = excluded.results;
+
+-- name: get_bulk_job
+SELECT * FROM kernos_bulk_jobs WHERE job_id = :job_id;
+
+-- name: list_bulk_jobs
+SELECT * FROM kernos_bulk_jobs WHERE tenant_id = :tenant_id
+ORDER BY created_at DESC, job_id DESC
+LIMIT :limit;
+
+-- name: interrupt_bulk_jobs
+UPDATE kernos_bulk_jobs SET state = 'interrupted', finished_at = :now
+WHERE state = 'running';
