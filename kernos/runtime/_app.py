@@ -436,6 +436,16 @@ class Kernos:
         """Events (of one run, or all) with ids above ``after``, oldest first."""
         return await self.store.list_events(run_id, after=after, limit=limit)
 
+    def on_events_committed(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` after each journal commit of this process that wrote events.
+
+        It runs in the event loop, right after the commit, and must return at
+        once (the API's event hub uses it to poll for the new events without
+        waiting for its poll interval). Events the store writes outside the
+        journal writer (creating, cancelling runs) do not call it.
+        """
+        self.engine.writer.on_events_committed.append(callback)
+
     # -- controlling runs ----------------------------------------------------------
 
     async def cancel(self, run_id: str, reason: str = "cancelled by request") -> list[str]:
