@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from kernos import records, runtime
+from kernos import records
 from kernos.cli import _render as render
-from kernos.cli._session import call
+from kernos.cli._client import Client, call
 from kernos.cli._settings import JsonOption, RunArgument, StoreOption, resolve
 
 __all__ = ["checkpoints"]
@@ -26,10 +26,12 @@ def list_checkpoints(
 
     Each is verified against its SHA-256: intact NO means the stored state was
     altered, and forking at that checkpoint is refused.
+
+    Example: kernos checkpoints list brief-1
     """
 
-    async def use(app: runtime.Kernos) -> list[records.Checkpoint]:
-        return await app.checkpoints(run_id)
+    async def use(client: Client) -> list[records.Checkpoint]:
+        return await client.checkpoints(run_id)
 
     found = call(resolve(ctx, store=store), use)
     if json:

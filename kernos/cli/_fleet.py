@@ -10,9 +10,9 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from kernos import records, runtime
+from kernos import records
 from kernos.cli import _render as render
-from kernos.cli._session import call
+from kernos.cli._client import Client, call
 from kernos.cli._settings import JsonOption, StoreOption, resolve
 
 __all__ = ["queues", "workers"]
@@ -33,11 +33,14 @@ def list_queues(ctx: typer.Context, json: JsonOption = False, store: StoreOption
     """List queues with limits or unfinished runs: limits, and runs per state.
 
     Limits are those declared by the workers and apps that opened the store
-    (kernos.Queue or --config); "-" means unlimited.
+    (kernos.Queue or --config); "-" means unlimited. Runs counted are those of
+    your tenant.
+
+    Example: kernos queues list --json
     """
 
-    async def use(app: runtime.Kernos) -> list[records.QueueStats]:
-        return await app.queues()
+    async def use(client: Client) -> list[records.QueueStats]:
+        return await client.queues()
 
     found = call(resolve(ctx, store=store), use)
     if json:
@@ -65,10 +68,12 @@ def list_workers(
 
     State is active, draining (stopping: claims nothing new), stale (silent past
     its lease; its runs go to others) or gone.
+
+    Example: kernos workers list --all
     """
 
-    async def use(app: runtime.Kernos) -> list[records.Worker]:
-        return await app.workers()
+    async def use(client: Client) -> list[records.Worker]:
+        return await client.workers()
 
     found = call(resolve(ctx, store=store), use)
     now = time.time()

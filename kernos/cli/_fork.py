@@ -9,7 +9,7 @@ import typer
 
 from kernos import errors, records, runtime
 from kernos.cli import _render as render
-from kernos.cli._session import call
+from kernos.cli._client import Client, call
 from kernos.cli._settings import (
     AppOption,
     JsonOption,
@@ -60,7 +60,11 @@ def fork(
     patch: Annotated[str | None, typer.Option("--patch", metavar="JSON", help=PATCH_HELP)] = None,
     new_id: Annotated[
         str | None,
-        typer.Option("--id", metavar="NEW_ID", help="The fork's run id (default RUN~<random>)."),
+        typer.Option(
+            "--id",
+            metavar="NEW_ID",
+            help="The fork's run id (default RUN~<random>; local store only).",
+        ),
     ] = None,
     wait: Annotated[bool, typer.Option("--wait", help=WAIT_HELP)] = False,
     timeout: Annotated[
@@ -75,7 +79,9 @@ def fork(
 
     The original is kept and marked superseded by the fork (and cancelled first
     if it has not finished). Without --wait, any worker of the workflow executes
-    the fork.
+    the fork (on a server, its embedded worker).
+
+    Example: kernos fork brief-1 --at 1 --patch '"shorter notes"' --wait
     """
     settings = resolve(ctx, store=store, apps=app)
     position = parse_at(at)
@@ -83,13 +89,12 @@ def fork(
     if wait and settings.apps:
         import_apps(settings.apps)  # before forking, so a bad --app changes nothing
 
-    async def create(client: runtime.Kernos) -> records.Run:
-        if wait and settings.apps:
-            _require_workflow(client, (await client.get_run(run_id)).workflow, settings)
-        handle = await client.fork(
+    async def create(client: Client) -> records.Run:
+        if wait and settings.apps and not client.remote:
+            _require_workflow((await client.get_run(run_id)).workflow, settings)
+        return await client.fork(
             run_id, position, patch=patch_value, patched=patch is not None, new_run_id=new_id
         )
-        return await client.get_run(handle.run_id)
 
     created = call(settings, create)
     if not wait:
@@ -101,25 +106,24 @@ def fork(
 
 
 def _wait(settings: Settings, fork: records.Run, timeout: float | None) -> records.Run:
-    async def use(client: runtime.Kernos) -> records.Run:
+    async def use(client: Client) -> records.Run:
+        if not client.remote and not settings.apps:
+            render.note(f"no --app given: waiting for a worker to execute {fork.run_id}")
         try:
-            await client.handle(fork.run_id).result(timeout=timeout)
+            return await client.wait(fork.run_id, timeout=timeout)
         except TimeoutError:
             raise errors.RuntimeFailure(
                 f"fork {fork.run_id!r} has not finished after {timeout}s; it goes on without "
                 f"this command: `kernos runs show {fork.run_id}`",
                 run_id=fork.run_id,
             ) from None
-        return await client.get_run(fork.run_id)
 
-    if not settings.apps:
-        render.note(f"no --app given: waiting for a worker to execute {fork.run_id}")
     return call(settings, use, worker=bool(settings.apps))
 
 
-def _require_workflow(client: runtime.Kernos, workflow: str, settings: Settings) -> None:
+def _require_workflow(workflow: str, settings: Settings) -> None:
     # Without its workflow this process would claim nothing and wait forever.
-    if client.registry.get(workflow) is None:
+    if runtime.registry.get(workflow) is None:
         raise errors.ConfigError(
             f"workflow {workflow!r} is not registered by --app {','.join(settings.apps)}; "
             "pass the module that defines it",

@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import typer
@@ -16,16 +16,21 @@ from rich.text import Text
 
 from kernos import records
 
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
 __all__ = [
     "checkpoints_table",
     "console",
     "duration",
+    "err_console",
     "error",
     "events_table",
     "journal_table",
     "note",
     "preview",
     "print_json",
+    "progress",
     "run_fields",
     "runs_table",
     "timestamp",
@@ -320,3 +325,29 @@ def checkpoints_table(checkpoints: Iterable[records.Checkpoint]) -> Table:
             timestamp(checkpoint.taken_at),
         )
     return table
+
+
+# -- progress -----------------------------------------------------------------------------
+
+err_console = Console(stderr=True, highlight=False)
+
+
+def progress() -> Progress:
+    """A progress bar on stderr: description, bar, done/total, elapsed time."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+    )

@@ -6,10 +6,11 @@ import typer
 
 from kernos import errors, runtime
 from kernos.cli import _render as render
-from kernos.cli._session import call
+from kernos.cli._client import Client, call
 from kernos.cli._settings import (
     AppOption,
     JsonOption,
+    Remote,
     RunArgument,
     StoreOption,
     import_apps,
@@ -30,17 +31,22 @@ def replay(
 
     No step executes and nothing is written: every durable call is answered from
     the journal. Prints "identical" or the first divergence. Exit code 0 when
-    identical, 1 when diverged.
+    identical, 1 when diverged. On a server, the server's code is replayed (no
+    --app needed); with a local store, --app names the code to check.
+
+    Example: kernos replay brief-1 --app myapp.flows
     """
     settings = resolve(ctx, store=store, apps=app)
-    if not settings.apps:
+    remote = isinstance(settings.target(), Remote)
+    if not remote and not settings.apps:
         raise errors.UsageError(
             "replay needs the workflow code: pass --app MODULE (or set KERNOS_APP) naming "
             "the module that defines the run's workflow"
         )
-    import_apps(settings.apps)
+    if not remote:
+        import_apps(settings.apps)
 
-    async def use(client: runtime.Kernos) -> runtime.ReplayReport:
+    async def use(client: Client) -> runtime.ReplayReport:
         try:
             return await client.replay(run_id)
         except errors.WorkflowNotFoundError as exc:

@@ -1,4 +1,4 @@
-"""`kernos runs ...`: list, show, cancel runs and read their events."""
+"""`kernos runs ...`: list, show, start, cancel and export runs, and read their events."""
 
 from __future__ import annotations
 
@@ -6,65 +6,52 @@ from typing import Annotated, Any
 
 import typer
 
-from kernos import errors, records, runtime
+from kernos import records
 from kernos.cli import _render as render
-from kernos.cli._session import call
+from kernos.cli._client import Client, call
+from kernos.cli._export import export
+from kernos.cli._filters import (
+    QueueOption,
+    SearchOption,
+    SinceOption,
+    StatusOption,
+    UntilOption,
+    WorkflowOption,
+    run_filter,
+)
 from kernos.cli._settings import JsonOption, RunArgument, StoreOption, resolve
+from kernos.cli._start import start
 
 __all__ = ["runs"]
 
 runs = typer.Typer(
     name="runs",
-    help="List, inspect and cancel runs.",
+    help="List, inspect, start, cancel and export runs.",
     no_args_is_help=True,
 )
+runs.command("start")(start)
+runs.command("export")(export)
 
 CHILDREN_SHOWN = 20
-STATUS_HELP = "Only runs in this status: " + ", ".join(status.value for status in records.RunStatus)
-
-
-def encode_cursor(run: records.Run) -> str:
-    """The ``--before`` value that continues a listing after ``run``."""
-    return f"{run.created_at!r}:{run.run_id}"
-
-
-def decode_cursor(cursor: str) -> tuple[float, str]:
-    """Parse a ``--before`` cursor printed by ``kernos runs list``."""
-    created, sep, run_id = cursor.partition(":")
-    try:
-        if not sep or not run_id:
-            raise ValueError(cursor)
-        return float(created), run_id
-    except ValueError:
-        raise errors.UsageError(
-            f"--before {cursor!r} is not a cursor; pass the value `kernos runs list` printed "
-            "after 'next page:'",
-            cursor=cursor,
-        ) from None
 
 
 @runs.command("list")
 def list_runs(
     ctx: typer.Context,
-    status: Annotated[
-        records.RunStatus | None,
+    status: StatusOption = None,
+    workflow: WorkflowOption = None,
+    queue: QueueOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    search: SearchOption = None,
+    parent: Annotated[
+        str | None,
         typer.Option(
-            "--status",
-            "-s",
-            help=STATUS_HELP,
-            case_sensitive=False,
-            metavar="STATUS",
+            "--parent", help="Only the child runs of this run (local store).", metavar="RUN"
         ),
     ] = None,
-    workflow: Annotated[
-        str | None,
-        typer.Option("--workflow", "-w", help="Only runs of this workflow.", metavar="NAME"),
-    ] = None,
-    parent: Annotated[
-        str | None, typer.Option("--parent", help="Only the child runs of this run.", metavar="RUN")
-    ] = None,
     limit: Annotated[
-        int, typer.Option("--limit", "-n", min=1, help="Runs per page.", metavar="N")
+        int, typer.Option("--limit", "-n", min=1, max=500, help="Runs per page.", metavar="N")
     ] = 50,
     before: Annotated[
         str | None,
@@ -76,17 +63,23 @@ def list_runs(
     """List runs, newest first, a page at a time.
 
     Prints a cursor for the next page; pass it back with --before.
+
+    Example: kernos runs list --status failed --since 1d
     """
-    cursor = decode_cursor(before) if before is not None else None
+    query = run_filter(
+        status=status,
+        workflow=workflow,
+        queue=queue,
+        since=since,
+        until=until,
+        search=search,
+        parent=parent,
+    )
 
-    async def use(app: runtime.Kernos) -> list[records.Run]:
-        return await app.list_runs(
-            status=status, workflow=workflow, parent_id=parent, limit=limit + 1, before=cursor
-        )
+    async def use(client: Client) -> tuple[list[records.Run], str | None]:
+        return await client.list_runs(query, limit=limit, cursor=before)
 
-    found = call(resolve(ctx, store=store), use)
-    page = found[:limit]
-    next_cursor = encode_cursor(page[-1]) if len(found) > limit else None
+    page, next_cursor = call(resolve(ctx, store=store), use)
     if json:
         render.print_json({"runs": [run.to_dict() for run in page], "next_cursor": next_cursor})
         return
@@ -102,14 +95,17 @@ def list_runs(
 def show(
     ctx: typer.Context, run_id: RunArgument, json: JsonOption = False, store: StoreOption = None
 ) -> None:
-    """Show a run, its journal (each step, wait and checkpoint) and its child runs."""
+    """Show a run, its journal (each step, wait and checkpoint) and its child runs.
+
+    Example: kernos runs show brief-1
+    """
 
     async def use(
-        app: runtime.Kernos,
+        client: Client,
     ) -> tuple[records.Run, list[records.JournalEntry], list[records.Run]]:
-        run = await app.get_run(run_id)
-        journal = await app.journal(run_id)
-        children = await app.list_runs(parent_id=run_id, limit=CHILDREN_SHOWN + 1)
+        run = await client.get_run(run_id)
+        journal = await client.journal(run_id)
+        children = await client.children(run_id, limit=CHILDREN_SHOWN + 1)
         return run, journal, children
 
     run, journal, children = call(resolve(ctx, store=store), use)
@@ -148,11 +144,13 @@ def cancel(
 
     A worker executing it stops at its next journal write. Cancelling a run that
     has already finished changes nothing.
+
+    Example: kernos runs cancel brief-1 --reason "wrong input"
     """
 
-    async def use(app: runtime.Kernos) -> tuple[list[str], records.Run]:
-        cancelled = await app.cancel(run_id, reason)
-        return cancelled, await app.get_run(run_id)
+    async def use(client: Client) -> tuple[list[str], records.Run]:
+        cancelled = await client.cancel(run_id, reason)
+        return cancelled, await client.get_run(run_id)
 
     cancelled, run = call(resolve(ctx, store=store), use)
     if json:
@@ -173,16 +171,20 @@ def events(
         int, typer.Option("--after", min=0, help="Only events with a higher id.", metavar="ID")
     ] = 0,
     limit: Annotated[
-        int, typer.Option("--limit", "-n", min=1, help="Events per page.", metavar="N")
+        int, typer.Option("--limit", "-n", min=1, max=4999, help="Events per page.", metavar="N")
     ] = 1000,
     json: JsonOption = False,
     store: StoreOption = None,
 ) -> None:
-    """Show a run's events (created, started, step completed, ...), oldest first."""
+    """Show a run's events (created, started, step completed, ...), oldest first.
 
-    async def use(app: runtime.Kernos) -> list[records.Event]:
-        await app.get_run(run_id)  # an unknown id is an error, not an empty list
-        return await app.events(run_id, after=after, limit=limit + 1)
+    To follow events as they happen, use `kernos events tail --run RUN`.
+
+    Example: kernos runs events brief-1 --after 120
+    """
+
+    async def use(client: Client) -> list[records.Event]:
+        return await client.run_events(run_id, after=after, limit=limit + 1)
 
     found = call(resolve(ctx, store=store), use)
     page = found[:limit]
