@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +12,8 @@ from store_support import T0, WF, Clock, entry, finish, new_run
 
 from kernos import errors
 from kernos.records import DEFAULT_TENANT, Event, Run, RunStatus
-from kernos.store import EventWrite, FinishWrite, NewRun, RunFilter, Store
+from kernos.store import EventWrite, FinishWrite, NewRun, RunFilter, Store, _queries
+from kernos.store._listing import run_filter_params
 
 if TYPE_CHECKING:
     from tests.conftest import Fetch, MakeStore
@@ -136,6 +138,22 @@ async def test_list_runs_text_matches_id_workflow_or_error_in_any_case(
     assert await text("%") == ["b1"]
     assert await text("t_d") == ["b0"]
     assert await text("a_") == []
+
+
+@pytest.mark.parametrize("query", ["list_tenant_runs", "count_tenant_matching_runs"])
+def test_sqlite_reads_one_tenants_runs_from_its_index(sqlite_template: Path, query: str) -> None:
+    # SQLite plans a statement once, whatever its parameters: this is the plan.
+    sql = _queries.load_queries("sqlite")[query]
+    params = run_filter_params(RunFilter(tenant="acme", before=(T0, "r1")), cursor=True)
+    conn = sqlite3.connect(sqlite_template)
+    try:
+        plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+    finally:
+        conn.close()
+    # One range of the tenant's index, newest first: no scan, no sort.
+    (step,) = plan
+    assert step.startswith("SEARCH kernos_runs USING INDEX kernos_runs_tenant (tenant_id=? AND")
+    assert "(created_at,run_id)<(?,?)" in step
 
 
 async def test_count_matching_ignores_the_page(store: Store, clock: Clock) -> None:
