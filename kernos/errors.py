@@ -21,6 +21,7 @@
     │   ├── StepTimeoutError          a step attempt ran past its timeout
     │   ├── StepError                 a recorded step failure whose type could not be rebuilt
     │   ├── RunTimeoutError           the whole run ran past its timeout
+    │   ├── SandboxError              the shell tool's sandbox could not be set up
     │   ├── RunFailedError            awaiting a run that failed or was cancelled
     │   │   └── RunCancelledError     ... specifically, that was cancelled
     │   └── ProviderError             an LLM provider call failed
@@ -37,7 +38,8 @@
     │   ├── ConflictError             the object's state or an earlier request conflicts
     │   └── RateLimitedError          too many requests; retry after ``retry_after`` seconds
     ├── PermanentError                raise from a step: fail now, never retry
-    └── TransientError                raise from a step: always worth a retry
+    ├── TransientError                raise from a step: always worth a retry
+    └── ToolError                     raise from a tool: the message goes back to the model
 
     Cancelled (BaseException)         a run was cancelled; steps must not swallow it
 
@@ -85,11 +87,13 @@ __all__ = [
     "RunStateError",
     "RunTimeoutError",
     "RuntimeFailure",
+    "SandboxError",
     "SerializationError",
     "StepError",
     "StepTimeoutError",
     "StoreError",
     "StoreUnavailableError",
+    "ToolError",
     "TransientError",
     "UsageError",
     "WorkflowNotFoundError",
@@ -256,6 +260,20 @@ class RunTimeoutError(RuntimeFailure):
     code = "run_timeout"
 
 
+class SandboxError(RuntimeFailure):
+    """The shell tool's sandbox could not be set up, so the command did not run.
+
+    Never raised for a command that ran and failed: that is a result. The
+    message names the missing piece and how to provide it.
+
+    Attributes:
+        mode: the sandbox asked for (``"auto"``, ``"bwrap"`` or ``"landlock"``).
+        reason: what failed, e.g. the sandbox program's own error output.
+    """
+
+    code = "sandbox_unavailable"
+
+
 class RunFailedError(RuntimeFailure):
     """The awaited run ended without a result.
 
@@ -320,6 +338,22 @@ class TransientError(KernosError):
     """Raise from a step to say the failure is worth a retry."""
 
     code = "transient"
+
+
+class ToolError(KernosError):
+    """Raise from a tool to fail the call with a message meant for the model.
+
+    The tool call then returns an error result whose text is the message alone
+    (other exceptions are reported with their type name as well). The message is
+    read by the model, so it says what was wrong with the call and never leaks
+    host details such as absolute paths.
+
+    Attributes:
+        reason: a short stable word for what went wrong (``"outside"``,
+            ``"not_found"``, ``"denied"``, ...), when the tool gives one.
+    """
+
+    code = "tool_error"
 
 
 class ProviderError(RuntimeFailure):
