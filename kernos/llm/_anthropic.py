@@ -132,14 +132,18 @@ class AnthropicProvider(BaseProvider):
             params["tool_choice"] = _tool_choice(request.tool_choice)
         if fmt is not None and fmt.schema is not None:
             params["output_config"] = {"format": {"type": "json_schema", "schema": fmt.schema}}
-        if request.temperature is not None:
-            params["temperature"] = request.temperature
-        if request.top_p is not None:
-            params["top_p"] = request.top_p
         if request.stop:
             params["stop_sequences"] = list(request.stop)
-        if request.extra:
-            params["extra_body"] = dict(request.extra)
+        # Recent SDKs dropped the sampling arguments (newer models refuse them); models
+        # that still take them get them in the body.
+        body = {
+            name: value
+            for name, value in (("temperature", request.temperature), ("top_p", request.top_p))
+            if value is not None
+        }
+        body.update(request.extra)
+        if body:
+            params["extra_body"] = body
         return params
 
     async def _chat_once(self, request: ChatRequest, model: str, timeout: float) -> ChatResponse:

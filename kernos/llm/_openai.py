@@ -87,9 +87,10 @@ def connect_compatible(
             f"file, or set {URL_ENV}",
             provider=name,
         )
+    # Only a key given for this server: an OPENAI_API_KEY in the environment is OpenAI's.
     return OpenAIProvider(
         name=name, model=model, config=config, base_url=base_url,
-        secret=config.key_from(KEY_ENV), official=False,
+        secret=config.api_key or None, official=False,
     )  # fmt: skip
 
 

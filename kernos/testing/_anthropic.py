@@ -42,8 +42,9 @@ class FakeAnthropic(FakeServer):
     routes: ClassVar[frozenset[tuple[str, str]]] = frozenset({("POST", "/v1/messages")})
 
     def authorized(self, request: RecordedRequest) -> bool:
-        """The key must come as ``x-api-key``."""
-        return request.headers.get("x-api-key") == self.api_key
+        """The key must come as ``x-api-key`` or as ``Authorization: Bearer`` (newer SDKs)."""
+        bearer = request.headers.get("authorization") == f"Bearer {self.api_key}"
+        return bearer or request.headers.get("x-api-key") == self.api_key
 
     def render_error(self, status: int, message: str, error_type: str | None) -> Rendered:
         """Anthropic's ``{"type": "error", "error": {"type", "message"}}``."""
