@@ -20,6 +20,8 @@ without holding a worker, fork from any step and replay without side effects::
         print(await handle.result())
 """
 
+import typing as _typing
+
 from kernos import errors
 from kernos.records import (
     Checkpoint,
@@ -54,6 +56,21 @@ from kernos.runtime import (
     workflow,
 )
 
+if _typing.TYPE_CHECKING:
+    from kernos.tools import tool
+else:
+
+    def tool(*args, **kwargs):
+        """Turn a typed, documented function into a tool a model can call.
+
+        The same as :func:`kernos.tools.tool`, imported on first use so that
+        ``import kernos`` stays light (the schema needs pydantic).
+        """
+        from kernos.tools import tool as make_tool
+
+        return make_tool(*args, **kwargs)
+
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -86,5 +103,6 @@ __all__ = [
     "schedule",
     "sleep",
     "step",
+    "tool",
     "workflow",
 ]
