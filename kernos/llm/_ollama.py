@@ -50,15 +50,18 @@ _FINISH = {"stop": FinishReason.STOP, "length": FinishReason.LENGTH}
 
 
 def ollama_url(host: str) -> str:
-    """A base URL from an ``OLLAMA_HOST``-style value (``host``, ``host:port`` or a URL)."""
+    """A base URL from an ``OLLAMA_HOST``-style value (``host``, ``host:port`` or a URL).
+
+    Like Ollama itself: without a scheme, ``http`` and port 11434 are assumed; a
+    URL with a scheme keeps that scheme's default port.
+    """
     url = host.strip().rstrip("/")
-    if "://" not in url:
-        url = f"http://{url}"
-    scheme, _, rest = url.partition("://")
-    if ":" not in rest.split("/", 1)[0]:
-        hostname, slash, path = rest.partition("/")
-        rest = f"{hostname}:{DEFAULT_PORT}{slash}{path}"
-    return f"{scheme}://{rest}"
+    if "://" in url:
+        return url
+    hostname, slash, path = url.partition("/")
+    if ":" not in hostname:
+        hostname = f"{hostname}:{DEFAULT_PORT}"
+    return f"http://{hostname}{slash}{path}"
 
 
 def connect_ollama(model: str, config: ProviderConfig) -> OllamaProvider:

@@ -52,11 +52,7 @@ async def test_openai_stream_helper_accumulates_fragmented_tool_arguments() -> N
             tools=[TOOL],  # type: ignore[list-item]
             stream_options={"include_usage": True},
         ) as stream:
-            fragments = [
-                e
-                async for e in stream
-                if e.type == "tool_calls.function.arguments.delta"  # type: ignore[comparison-overlap]
-            ]
+            fragments = [e async for e in stream if e.type == "tool_calls.function.arguments.delta"]
             final = await stream.get_final_completion()
         await client.close()
 
@@ -66,7 +62,7 @@ async def test_openai_stream_helper_accumulates_fragmented_tool_arguments() -> N
     assert message.tool_calls is not None
     call = message.tool_calls[0]
     assert call.id == "call_x"
-    assert json.loads(call.function.arguments) == {"city": "Paris", "days": 3}  # type: ignore[union-attr]
+    assert json.loads(call.function.arguments) == {"city": "Paris", "days": 3}
     assert final.choices[0].finish_reason == "tool_calls"
     assert final.usage is not None
 

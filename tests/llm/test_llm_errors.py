@@ -45,7 +45,7 @@ async def test_a_bad_request_carries_the_providers_message(
 async def test_an_unknown_model_is_model_not_found(
     kind: Kind, fake: FakeServer, connect: Connect
 ) -> None:
-    fake.models = {kind.model}
+    fake.models = frozenset({kind.model})
     provider = await connect(model=f"{kind.name}:no-such-model")
 
     with pytest.raises(errors.ModelNotFoundError) as caught:

@@ -33,10 +33,10 @@ def test_a_secret_never_prints_and_cannot_be_pickled() -> None:
 
 
 def test_config_and_provider_reprs_hide_the_key(kind: Kind, fake: FakeServer) -> None:
-    config = llm.ProviderConfig(api_key=KEY, base_url=fake.url)
+    config = llm.ProviderConfig(api_key=llm.Secret(KEY), base_url=fake.url)
     provider = llm.connect(kind.model_string, config=config)
 
-    assert isinstance(config.api_key, llm.Secret)
+    assert llm.ProviderConfig().with_overrides(api_key=KEY).api_key == llm.Secret(KEY)
     assert KEY not in repr(config)
     assert KEY not in repr(provider)
     assert KEY not in str(vars(config) if hasattr(config, "__dict__") else config)

@@ -199,3 +199,28 @@ def test_exports_are_documented() -> None:
             value = getattr(module, name)
             if callable(value):
                 assert value.__doc__, f"{module.__name__}.{name} has no docstring"
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [
+        ("localhost", "http://localhost:11434"),
+        ("0.0.0.0:8080", "http://0.0.0.0:8080"),
+        ("https://ollama.example.com", "https://ollama.example.com"),
+        ("http://gpu-box:11434/", "http://gpu-box:11434"),
+    ],
+)
+def test_ollama_host_values_become_base_urls(host: str, url: str) -> None:
+    from kernos.llm._ollama import ollama_url
+
+    assert ollama_url(host) == url
+
+
+async def test_ollama_host_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OLLAMA_HOST", "gpu-box:9999")
+
+    provider = llm.connect("ollama:llama3.2")
+    try:
+        assert "http://gpu-box:9999" in repr(provider)
+    finally:
+        await provider.aclose()
