@@ -1,14 +1,22 @@
-"""Tools agents call: ``@tool`` and workspace files.
+"""Tools agents call: ``@tool``, workspace files; tool policy.
 
 Not imported by ``import kernos``; import ``kernos.tools`` where tools are used.
 """
 
+from kernos.tools._policy import Action, Decision, Rule, ToolPolicy, strictest
 from kernos.tools._tool import Tool, ToolResult, tool
+from kernos.tools._toolbox import Toolbox
 from kernos.tools._workspace import Workspace
 
 __all__ = [
+    "Action",
+    "Decision",
+    "Rule",
     "Tool",
+    "ToolPolicy",
     "ToolResult",
+    "Toolbox",
     "Workspace",
+    "strictest",
     "tool",
 ]

@@ -146,7 +146,7 @@ class Tool(Generic[P, R]):
                 :class:`asyncio.CancelledError`); never turned into a result.
         """
         try:
-            args, kwargs = self._signature.validate(_parse(arguments))
+            args, kwargs = self._signature.validate(parse_arguments(arguments))
             if self._is_async:
                 value = await self.function(*args, **kwargs)  # type: ignore[misc]
             else:
@@ -198,7 +198,8 @@ class Tool(Generic[P, R]):
         )
 
 
-def _parse(arguments: Mapping[str, Any] | str | None) -> Mapping[str, Any]:
+def parse_arguments(arguments: Mapping[str, Any] | str | None) -> Mapping[str, Any]:
+    """The arguments as a mapping, from a mapping or a model's JSON text."""
     if arguments is None:
         return {}
     if isinstance(arguments, str):
