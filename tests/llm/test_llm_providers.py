@@ -46,6 +46,8 @@ async def test_plain_chat_returns_text_usage_and_finish_reason(
     assert response.usage.output_tokens == 7
     assert response.provider == kind.name
     assert response.model == kind.model
+    assert isinstance(provider, llm.Provider)
+    assert (provider.name, provider.model) == (kind.name, kind.model)
     assert len(fake.requests) == 1
     assert fake.requests[0].model == kind.model
     assert "Answer in French." in fake.requests[0].body.decode()

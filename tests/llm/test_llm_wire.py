@@ -249,3 +249,23 @@ async def test_ollama_tool_calls_without_ids_get_unique_ones(
     ids = [call.id for call in response.tool_calls]
     assert len(set(ids)) == 2
     assert all(ids)
+
+
+async def test_a_compatible_server_needs_no_key_and_never_gets_openais(
+    servers: dict[str, FakeServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-secret-123456")
+    fake = servers["openai"]
+    fake.reset()
+    fake.reply("served by vLLM")
+    provider = llm.connect("openai-compatible:Qwen/Qwen2.5-7B", base_url=fake.url)
+    try:
+        response = await provider.chat(llm.ChatRequest(messages=[llm.Message.user("x")]))
+    finally:
+        await provider.aclose()
+
+    assert (response.text, response.provider) == ("served by vLLM", "openai-compatible")
+    assert response.usage.cost is None  # no price for a self-hosted model
+    assert fake.requests[-1].model == "Qwen/Qwen2.5-7B"
+    assert "sk-openai-secret" not in fake.requests[-1].headers["authorization"]
+    assert "max_tokens" not in fake.requests[-1].json
