@@ -1,8 +1,10 @@
-"""Tools agents call: ``@tool``, workspace files, the sandboxed shell; tool policy.
+"""Tools agents call: ``@tool``, workspace files, web fetch, the sandboxed shell; tool policy.
 
 Not imported by ``import kernos``; import ``kernos.tools`` where tools are used.
 """
 
+from kernos.tools._fetch import Fetcher, FetchPolicy, FetchResult
+from kernos.tools._html import html_to_text
 from kernos.tools._policy import Action, Decision, Rule, ToolPolicy, strictest
 from kernos.tools._sandbox import SandboxKind, SandboxMode, ShellLimits
 from kernos.tools._shell import ShellResult, ShellTool
@@ -13,6 +15,9 @@ from kernos.tools._workspace import Workspace
 __all__ = [
     "Action",
     "Decision",
+    "FetchPolicy",
+    "FetchResult",
+    "Fetcher",
     "Rule",
     "SandboxKind",
     "SandboxMode",
@@ -24,6 +29,7 @@ __all__ = [
     "ToolResult",
     "Toolbox",
     "Workspace",
+    "html_to_text",
     "strictest",
     "tool",
 ]
