@@ -9,12 +9,12 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from kernos import runtime
 from kernos.errors import ConfigError
 from kernos.llm._pricing import PriceTable, default_prices
 from kernos.llm._ratelimit import RateLimit
 from kernos.llm._retry import DEFAULT_RETRIES
 from kernos.llm._secret import Secret
+from kernos.retry import RetryPolicy
 
 __all__ = ["ProviderConfig", "load_config"]
 
@@ -44,7 +44,7 @@ class ProviderConfig:
     api_key: Secret | None = None
     base_url: str | None = None
     timeout: float = 60.0
-    retries: runtime.RetryPolicy = DEFAULT_RETRIES
+    retries: RetryPolicy = DEFAULT_RETRIES
     max_retry_after: float = 60.0
     rate_limit: RateLimit | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
@@ -145,7 +145,7 @@ def _provider_config(name: str, table: Any, path: str | Path) -> ProviderConfig:
         )
     try:
         if retry:
-            table["retries"] = runtime.RetryPolicy(**{**_policy_fields(DEFAULT_RETRIES), **retry})
+            table["retries"] = RetryPolicy(**{**_policy_fields(DEFAULT_RETRIES), **retry})
         if limit:
             table["rate_limit"] = RateLimit(**limit)
         return ProviderConfig(**table)
@@ -153,5 +153,5 @@ def _provider_config(name: str, table: Any, path: str | Path) -> ProviderConfig:
         raise ConfigError(f"[llm.{name}] in {path}: {exc}", path=str(path)) from exc
 
 
-def _policy_fields(policy: runtime.RetryPolicy) -> dict[str, Any]:
+def _policy_fields(policy: RetryPolicy) -> dict[str, Any]:
     return {name: getattr(policy, name) for name in _RETRY_KEYS}

@@ -12,13 +12,13 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
-from kernos import runtime
 from kernos.errors import ConfigError
 from kernos.llm._config import ProviderConfig
 from kernos.llm._pricing import PriceTable
 from kernos.llm._provider import Provider
 from kernos.llm._ratelimit import RateLimit
 from kernos.llm._secret import Secret
+from kernos.retry import RetryPolicy
 
 __all__ = ["connect", "parse_model", "provider_names", "register_provider"]
 
@@ -98,7 +98,7 @@ def connect(
     api_key: str | Secret | None = None,
     base_url: str | None = None,
     timeout: float | None = None,
-    retries: int | runtime.RetryPolicy | None = None,
+    retries: int | RetryPolicy | None = None,
     rate_limit: RateLimit | None = None,
     headers: Mapping[str, str] | None = None,
     prices: PriceTable | None = None,
@@ -134,7 +134,7 @@ def connect(
     name, model_name = _split(model, config)
     settings = _settings(name, config)
     if retries is not None:
-        retries = runtime.RetryPolicy.of(retries)
+        retries = RetryPolicy.of(retries)
     settings = settings.with_overrides(
         api_key=api_key,
         base_url=base_url,

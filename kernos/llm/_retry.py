@@ -1,7 +1,7 @@
 """One retry policy for provider calls: backoff with jitter that honours ``Retry-After``.
 
 The SDKs' own retries are switched off (``max_retries=0``) so that this is the
-only policy. Which errors retry follows :class:`kernos.runtime.RetryPolicy`:
+only policy. Which errors retry follows :class:`kernos.RetryPolicy`:
 the transient provider errors (rate limited, timeout, unavailable) do, the
 permanent ones (auth, bad request, model not found) never do.
 """
@@ -13,12 +13,12 @@ from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from kernos import runtime
 from kernos.errors import ProviderError
+from kernos.retry import RetryPolicy
 
 __all__ = ["DEFAULT_RETRIES", "parse_retry_after", "retry_delay"]
 
-DEFAULT_RETRIES = runtime.RetryPolicy(
+DEFAULT_RETRIES = RetryPolicy(
     max_attempts=3, initial_delay=0.5, multiplier=2.0, max_delay=20.0, jitter=0.5
 )
 """Three attempts, 0.5 s then about 1 s apart (unless the provider says otherwise)."""
@@ -63,7 +63,7 @@ def _header(headers: Mapping[str, Any], name: str) -> str | None:
 
 
 def retry_delay(
-    policy: runtime.RetryPolicy, error: ProviderError, attempt: int, max_retry_after: float
+    policy: RetryPolicy, error: ProviderError, attempt: int, max_retry_after: float
 ) -> float | None:
     """Seconds to wait before the next attempt, or ``None`` to give up.
 

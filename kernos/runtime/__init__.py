@@ -1,12 +1,12 @@
 """The engine: workflows and steps, execution, recovery, replay and forks."""
 
+from kernos.retry import RetryPolicy
 from kernos.runtime._app import Kernos, RunHandle
 from kernos.runtime._context import Divergence
 from kernos.runtime._definitions import Step, Workflow, registry, step, workflow
 from kernos.runtime._primitives import checkpoint, current_run_id, gather, recv, sleep
 from kernos.runtime._queues import Queue, load_queues
 from kernos.runtime._replay import ReplayReport
-from kernos.runtime._retry import RetryPolicy
 from kernos.runtime._scheduler import schedule
 
 __all__ = [

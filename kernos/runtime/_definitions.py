@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from kernos.errors import RegistrationError
+from kernos.retry import RetryPolicy
 from kernos.runtime import _context
-from kernos.runtime._retry import RetryPolicy
 
 __all__ = ["Step", "Workflow", "registry", "step", "workflow"]
 
