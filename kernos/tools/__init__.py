@@ -1,10 +1,8 @@
-"""Tools agents call: ``@tool``, workspace files, web fetch, the sandboxed shell; tool policy.
+"""Tools agents call: ``@tool``, workspace files, the sandboxed shell; tool policy.
 
 Not imported by ``import kernos``; import ``kernos.tools`` where tools are used.
 """
 
-from kernos.tools._fetch import Fetcher, FetchPolicy, FetchResult
-from kernos.tools._html import html_to_text
 from kernos.tools._policy import Action, Decision, Rule, ToolPolicy, strictest
 from kernos.tools._sandbox import SandboxKind, SandboxMode, ShellLimits
 from kernos.tools._shell import ShellResult, ShellTool
@@ -15,9 +13,6 @@ from kernos.tools._workspace import Workspace
 __all__ = [
     "Action",
     "Decision",
-    "FetchPolicy",
-    "FetchResult",
-    "Fetcher",
     "Rule",
     "SandboxKind",
     "SandboxMode",
@@ -29,7 +24,6 @@ __all__ = [
     "ToolResult",
     "Toolbox",
     "Workspace",
-    "html_to_text",
     "strictest",
     "tool",
 ]
