@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit sandbox-deps bench clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,17 @@ lint: $(VENV)/.installed-dev
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
-unit: $(VENV)/.installed-dev
+# The shell tool's sandbox needs bubblewrap; install it when missing (CI runs as
+# root on Debian). Where that fails the build goes on, and the sandbox tests fail
+# saying what to install.
+sandbox-deps:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  sudo=; [ "$$(id -u)" = 0 ] || sudo="sudo -n"; \
+	  $$sudo apt-get install -y -q bubblewrap >/dev/null 2>&1 || \
+	  { $$sudo apt-get update -q >/dev/null 2>&1 && $$sudo apt-get install -y -q bubblewrap; }; \
+	} || echo "make: could not install bubblewrap (apt-get install bubblewrap); the sandbox tests will fail" >&2
+
+unit: $(VENV)/.installed-dev sandbox-deps
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
