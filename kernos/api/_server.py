@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import socket
+from collections.abc import Generator
 
 import uvicorn
 
@@ -14,6 +16,16 @@ from kernos.control import Service
 from kernos.errors import ConfigError
 
 __all__ = ["ApiServer"]
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server without its signal handlers: the program embedding it owns
+    SIGTERM and SIGINT (``kernos up`` stops the worker too), and tests run it in a
+    loop whose signals are not uvicorn's to take."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
 
 
 class ApiServer:
@@ -46,12 +58,11 @@ class ApiServer:
             lifespan="on",
             proxy_headers=False,
             server_header=False,
-            timeout_graceful_shutdown=grace,
+            timeout_graceful_shutdown=math.ceil(grace),
             h11_max_incomplete_event_size=self.settings.max_header_bytes,
             ws_max_size=self.settings.max_body_bytes,
         )
-        self.server = uvicorn.Server(self.config)
-        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self.server = _Server(self.config)
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -106,6 +117,9 @@ class ApiServer:
         if self._task is None:
             return
         self.server.should_exit = True
+        # Open event streams would hold the connections (and the shutdown) for the
+        # whole grace period; end them now, clients resume with Last-Event-ID.
+        await self.api.state.kernos.hub.stop()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
