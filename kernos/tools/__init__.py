@@ -1,11 +1,11 @@
-"""Tools agents call: ``@tool``, workspace files, the sandboxed shell; tool policy.
+"""Tools agents call: ``@tool``, workspace files, web fetch; tool policy.
 
 Not imported by ``import kernos``; import ``kernos.tools`` where tools are used.
 """
 
+from kernos.tools._fetch import Fetcher, FetchPolicy, FetchResult
+from kernos.tools._html import html_to_text
 from kernos.tools._policy import Action, Decision, Rule, ToolPolicy, strictest
-from kernos.tools._sandbox import SandboxKind, SandboxMode, ShellLimits
-from kernos.tools._shell import ShellResult, ShellTool
 from kernos.tools._tool import Tool, ToolResult, tool
 from kernos.tools._toolbox import Toolbox
 from kernos.tools._workspace import Workspace
@@ -13,17 +13,16 @@ from kernos.tools._workspace import Workspace
 __all__ = [
     "Action",
     "Decision",
+    "FetchPolicy",
+    "FetchResult",
+    "Fetcher",
     "Rule",
-    "SandboxKind",
-    "SandboxMode",
-    "ShellLimits",
-    "ShellResult",
-    "ShellTool",
     "Tool",
     "ToolPolicy",
     "ToolResult",
     "Toolbox",
     "Workspace",
+    "html_to_text",
     "strictest",
     "tool",
 ]
