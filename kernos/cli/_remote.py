@@ -90,6 +90,11 @@ def _key(data: Mapping[str, Any]) -> records.ApiKey:
     return _build(records.ApiKey, data, role=records.Role(data["role"]), secret_hash="")
 
 
+def _job(data: Mapping[str, Any]) -> records.BulkJob:
+    # The API shows a job to its own tenant only and leaves the tenant out.
+    return _build(records.BulkJob, {"tenant_id": ""} | dict(data))
+
+
 def _member(data: Mapping[str, Any]) -> Member:
     return _build(Member, data, role=records.Role(data["role"]))
 
@@ -388,20 +393,16 @@ class RemoteClient(Client):
     ) -> AsyncGenerator[records.Event, None]:
         import httpx
 
-        params: dict[str, Any] = {}
-        if query.run_id is not None:
-            params["run_id"] = query.run_id
-        if query.workflow is not None:
-            params["workflow"] = query.workflow
+        params: dict[str, Any] = {"run_id": query.run_id, "workflow": query.workflow}
+        params = {name: value for name, value in params.items() if value is not None}
         if query.kinds:
             params["kind"] = list(query.kinds)
-        position = after
+        resume = _Resume(position=after)
         failures = 0
-        connected = False
         while True:
             headers = {"Accept": "text/event-stream"}
-            if position is not None:
-                headers["Last-Event-ID"] = str(position)
+            if resume.position is not None:
+                headers["Last-Event-ID"] = str(resume.position)
             timeout = httpx.Timeout(TIMEOUT, read=STREAM_READ_TIMEOUT)
             try:
                 async with self.http.stream(
@@ -410,29 +411,24 @@ class RemoteClient(Client):
                     if response.status_code >= 400:
                         await response.aread()
                         error = error_from_response(response, self.where)
-                        if not connected or response.status_code < 500:
+                        if not resume.connected or response.status_code < 500:
                             raise error
-                        why = str(error)
+                        resume.why = str(error)
                     else:
-                        if not connected and on_connected is not None:
+                        if not resume.connected and on_connected is not None:
                             on_connected()
-                        connected = True
-                        async for frame in frames(response.aiter_lines()):
-                            if frame.id is not None and frame.id.isdigit():
-                                position = int(frame.id)
-                            event = _stream_event(frame.data)
-                            if event is not None:
-                                failures = 0
-                                yield event
-                        why = "the server closed the stream"
+                        resume.connected = True
+                        async for event in _read_events(response, resume):
+                            failures = 0
+                            yield event
             except httpx.HTTPError as exc:
-                if not connected:
+                if not resume.connected:
                     raise self._unreachable(exc) from exc
-                why = str(self._unreachable(exc))
+                resume.why = str(self._unreachable(exc))
             failures += 1
             delay = min(MAX_BACKOFF, 0.5 * 2 ** (failures - 1)) * random.uniform(0.8, 1.2)
-            since = f" after event {position}" if position is not None else ""
-            render.note(f"{why}; reconnecting in {delay:.1f}s{since}")
+            since = f" after event {resume.position}" if resume.position is not None else ""
+            render.note(f"{resume.why}; reconnecting in {delay:.1f}s{since}")
             await asyncio.sleep(delay)
 
     # -- administration -----------------------------------------------------------------
@@ -518,26 +514,52 @@ class RemoteClient(Client):
 
     async def bulk_start(self, action: str, query: RunFilter) -> records.BulkJob:
         body = {"action": action, "filter": _filter_params(query), "dry_run": False}
-        return _build(records.BulkJob, await self._json("POST", "/runs/bulk", body=body))
+        return _job(await self._json("POST", "/runs/bulk", body=body))
 
     async def bulk_job(self, job_id: str) -> records.BulkJob:
-        return _build(records.BulkJob, await self._json("GET", _path("bulk", job_id)))
+        return _job(await self._json("GET", _path("bulk", job_id)))
 
     async def bulk_jobs(self) -> list[records.BulkJob]:
-        return [_build(records.BulkJob, item) for item in await self._json("GET", "/bulk")]
+        return [_job(item) for item in await self._json("GET", "/bulk")]
 
 
-def _stream_event(data: str) -> records.Event | None:
-    """The event in a frame's data, or None for a frame that carries none."""
+def _object(data: str) -> dict[str, Any] | None:
+    """The JSON object in a frame's data, or None."""
     if not data:
         return None
     try:
         item = orjson.loads(data)
     except orjson.JSONDecodeError:
         return None
-    if not isinstance(item, dict) or "event_id" not in item:
-        reason = item.get("detail") or item.get("reason") if isinstance(item, dict) else None
-        if reason:
-            render.note(f"server: {reason}")
-        return None
-    return _build(records.Event, item)
+    return item if isinstance(item, dict) else None
+
+
+@dataclasses.dataclass(slots=True)
+class _Resume:
+    """Where a followed stream is: the last event id seen, and why it last ended."""
+
+    position: int | None
+    connected: bool = False
+    why: str = ""
+
+
+async def _read_events(
+    response: httpx.Response, resume: _Resume
+) -> AsyncGenerator[records.Event, None]:
+    """The events of one connection's frames, keeping ``resume`` up to date."""
+    resume.why = "the server closed the stream"
+    async for frame in frames(response.aiter_lines()):
+        if frame.id is not None and frame.id.isdigit():
+            resume.position = int(frame.id)
+        item = _object(frame.data)
+        if item is None:
+            continue
+        if frame.event == "error" or "event_id" not in item:
+            # The server ended the stream on purpose (slow consumer, shutdown)
+            # and says where this subscription stopped.
+            last = item.get("last_event_id")
+            if isinstance(last, int) and (resume.position is None or last > resume.position):
+                resume.position = last
+            resume.why = f"the server ended the stream: {item.get('detail')}"
+            continue
+        yield _build(records.Event, item)

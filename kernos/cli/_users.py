@@ -118,7 +118,7 @@ def create(
     The password (12 characters or more) is asked for twice, or read from
     standard input with --password-stdin.
 
-    Example: printf '%s\\n' "$PASSWORD" | kernos users create alice --role operator --password-stdin
+    Example: kernos users create alice --role operator --password-stdin < password.txt
     """
     password = read_password(password_stdin)
 
