@@ -39,6 +39,14 @@ by that user: before each run, entries of the workspace not owned by it are
 handed to it (``chown``, never following symlinks, skipping hard-linked files
 and special files), so files written there by other tools stay usable by the
 shell. Every parent directory of the workspace must be searchable by it.
+
+**What the limits do not cover.** Resource limits are per process (except
+RLIMIT_NPROC): memory is bounded per process, not across the run's processes,
+nor in SysV shared memory or memfds; disk use in the workspace and scratch
+directory has no quota. Bounding those takes a cgroup per run (not done).
+bubblewrap's namespace init, when it exits after bwrap stopped waiting for it,
+is re-parented to the host's init, which must reap it: run Kernos under an
+init (``docker run --init``), not as PID 1 itself.
 """
 
 from __future__ import annotations
@@ -99,7 +107,8 @@ class ShellLimits:
     Attributes:
         timeout: wall-clock seconds before the whole process tree is killed.
         cpu_seconds: CPU time of each process (RLIMIT_CPU): SIGXCPU, then SIGKILL.
-        memory_bytes: address space of each process (RLIMIT_AS).
+        memory_bytes: address space of each process (RLIMIT_AS). Runtimes that
+            reserve much address space up front (the JVM, V8) need a larger value.
         processes: processes and threads of the run (RLIMIT_NPROC). In the
             fallback sandbox it counts every process of the sandbox user.
         file_size_bytes: largest file the command may write (RLIMIT_FSIZE).

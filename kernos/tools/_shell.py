@@ -216,6 +216,8 @@ class ShellTool:
     Args:
         workspace: the directory commands run in and the only place they may
             write (besides a scratch ``/tmp`` that is removed after each run).
+            When Kernos runs as root, the workspace's files are handed to the
+            sandbox user before each run, so that commands can write them.
         limits: resource limits and the default timeout.
         mode: ``"bwrap"`` (bubblewrap only), ``"landlock"`` (the weaker
             Landlock + seccomp sandbox only) or ``"auto"``: bubblewrap when it
@@ -339,9 +341,12 @@ class ShellTool:
         Raises:
             errors.SandboxError: the sandbox could not be set up; the command
                 did not run.
+            errors.ConfigError: ``timeout`` is not positive.
         """
-        kind = await self.sandbox()
         wall = self.limits.timeout if timeout is None else timeout
+        if wall <= 0:
+            raise errors.ConfigError(f"the shell timeout must be positive, got {wall!r}")
+        kind = await self.sandbox()
         scratch = await asyncio.to_thread(self._prepare)
         try:
             return await _Run(self, kind, command, scratch, wall, stdin).execute()

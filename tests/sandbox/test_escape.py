@@ -125,7 +125,7 @@ async def test_dns_resolution_fails(tool: ShellTool, ticker: Ticker) -> None:
     transport, _ = await loop.create_datagram_endpoint(Server, local_addr=("127.0.0.1", 0))
     port = transport.get_extra_info("sockname")[1]
     query = (
-        "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2);"
+        "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1);"
         " q = bytes.fromhex('beef01000001000000000000')"
         " + b'\\x06kernos\\x04test\\x00\\x00\\x01\\x00\\x01';"
         f" s.sendto(q, ('127.0.0.1', {port})); print('answer', s.recv(512)[:2].hex())"
@@ -228,7 +228,7 @@ async def test_fork_bomb_is_contained(tool: ShellTool, ticker: Ticker) -> None:
 
 async def test_process_limit_binds(make_tool: MakeTool) -> None:
     # The limit, not luck, is what contains the fork bomb: 40 sleeps exceed 16 processes.
-    spawn = "for i in $(seq 40); do sleep 2 & done; wait; echo finished"
+    spawn = "for i in $(seq 40); do sleep 1 & done; wait; echo finished"
     small = await make_tool(replace(FAST, processes=16)).run(spawn)
     assert "fork" in small.stderr.lower()
     large = await make_tool(replace(FAST, processes=256)).run(spawn)
