@@ -56,6 +56,7 @@ import contextlib
 import functools
 import json
 import logging
+import math
 import os
 import platform
 import pwd
@@ -95,9 +96,9 @@ NAMESPACES = (
     "--unshare-cgroup-try",
 )
 # Once bwrap and prlimit are done, tells Kernos on stderr (whatever came before
-# is their error output) and becomes the command. (No pipe of its own for
-# this: dash cannot name a descriptor above 9 to write to or close.)
-READY_SCRIPT = 'printf "%s\\n" "$1" >&2; exec /bin/sh -c "$2"'
+# is their error output) and becomes the command, under a backstop timeout.
+# (No pipe of its own for this: dash cannot name a descriptor above 9.)
+READY_SCRIPT = 'printf "%s\\n" "$1" >&2; exec timeout -s KILL "$2" /bin/sh -c "$3"'
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -302,6 +303,9 @@ class Spec:
     env: Mapping[str, str]
     read_only: Sequence[Path]
     user: SandboxUser
+    # Seconds after which the sandbox kills the command by itself, should
+    # Kernos's own timeout not fire (an event loop closed under a running call).
+    backstop: float
 
 
 @dataclass(frozen=True)
@@ -336,7 +340,17 @@ def bwrap_invocation(
         argv += ["--setenv", key, value]
     argv += ["--json-status-fd", str(status_fd), "--"]
     argv += [prlimit, *(f"--{name}={soft}:{hard}" for name, soft, hard in spec.limits.rlimits())]
-    argv += ["--", "/bin/sh", "-c", READY_SCRIPT, "kernos-shell", ready_line, spec.command]
+    backstop = f"{math.ceil(spec.backstop)}s"
+    argv += [
+        "--",
+        "/bin/sh",
+        "-c",
+        READY_SCRIPT,
+        "kernos-shell",
+        ready_line,
+        backstop,
+        spec.command,
+    ]
     return Invocation(argv, {"PATH": SANDBOX_PATH})
 
 
@@ -368,6 +382,7 @@ def landlock_invocation(spec: Spec, *, ready_fd: int) -> Invocation:
         "write": [str(spec.workspace), str(spec.scratch)],
         "devices": list(DEVICES),
         "arch": platform.machine(),
+        "backstop": spec.backstop,
     }
     argv = [sys.executable, "-I", "-S", "-c", _launcher_source(), json.dumps(config)]
     return Invocation(argv, {"PATH": SANDBOX_PATH})

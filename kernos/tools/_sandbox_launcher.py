@@ -20,9 +20,10 @@ sandbox as a supervisor:
    domain) and a seccomp filter (no sockets of any family, no io_uring, no
    signals to the supervisor), writes ``R`` on the ready pipe and executes
    ``/bin/sh -c COMMAND``; a failure writes ``E<reason>`` instead;
-3. waits for that process; when it exits, or on SIGTERM (the wall-clock
-   timeout), kills every remaining descendant and exits with the command's
-   status (128 + N for signal N, as shells report it).
+3. waits for that process; when it exits, on SIGTERM (Kernos's wall-clock
+   timeout) or at its own backstop timeout, kills every remaining descendant
+   and exits with the command's status (128 + N for signal N, as shells
+   report it).
 """
 
 from __future__ import annotations
@@ -289,7 +290,7 @@ def _on_stop(signum: int, frame: object) -> None:
 def _command(config: dict[str, Any], ready: int) -> NoReturn:
     """In the forked child: confine this process, then execute the command."""
     try:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGALRM):
             signal.signal(sig, signal.SIG_DFL)
         os.setsid()
         os.chdir(config["cwd"])
@@ -393,8 +394,11 @@ def supervise(config: dict[str, Any]) -> NoReturn:
     _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != config["parent"]:  # Kernos died before the prctl took effect
         os._exit(128 + signal.SIGKILL)
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGALRM):
         signal.signal(sig, _on_stop)
+    # The backstop: stop by itself should Kernos never send SIGTERM. (Timers
+    # are not inherited by the forked command.)
+    signal.setitimer(signal.ITIMER_REAL, float(config["backstop"]))
     config["protected"] = [os.getpid(), config["parent"]]
     status: int | None = None
     try:
@@ -409,7 +413,8 @@ def supervise(config: dict[str, Any]) -> NoReturn:
                 break
     except (_Stop, ChildProcessError):
         pass
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGALRM):
         signal.signal(sig, signal.SIG_IGN)
     kill_descendants()
     os._exit(_exit_code(status))

@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
 KILL_GRACE = 5.0  # seconds to wait for a killed tree's pipes to close
+BACKSTOP_MARGIN = 10.0  # the sandbox kills by itself this long after Kernos should have
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -398,6 +399,7 @@ class _Run:
             env=tool.env,
             read_only=tool.read_only,
             user=tool.user,
+            backstop=self.wall + BACKSTOP_MARGIN,
         )
         if self.bwrap:
             bwrap, prlimit = _sandbox.find_bwrap(), _sandbox.find_prlimit()

@@ -15,7 +15,7 @@ import pytest
 from sandbox_support import FAST, MakeTool, Outside, marker, running_with
 
 from kernos import errors
-from kernos.tools import ShellLimits, ShellTool, _sandbox, _sandbox_launcher
+from kernos.tools import ShellLimits, ShellTool, _sandbox, _sandbox_launcher, _shell
 
 ROOT = os.geteuid() == 0
 
@@ -78,6 +78,18 @@ async def test_cancelling_the_call_kills_the_tree(tool: ShellTool) -> None:
         task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    assert running_with(tag) == []
+
+
+async def test_the_sandbox_kills_by_itself_should_kernos_not(
+    tool: ShellTool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The backstop normally fires 10 s after Kernos's timeout; here before it.
+    monkeypatch.setattr(_shell, "BACKSTOP_MARGIN", -2.0)
+    tag = marker()
+    result = await tool.run(f"sleep {tag} & sleep {tag}", timeout=3)
+    assert (result.timed_out, result.killed_by) == (False, "SIGKILL")
+    assert result.duration < 2.5
     assert running_with(tag) == []
 
 
