@@ -1,8 +1,9 @@
-"""Tools agents call: ``@tool``, workspace files, web fetch; tool policy.
+"""Tools agents call: ``@tool``, workspace files, web fetch, export; tool policy.
 
 Not imported by ``import kernos``; import ``kernos.tools`` where tools are used.
 """
 
+from kernos.tools._export import export_tools, to_csv, to_pdf
 from kernos.tools._fetch import Fetcher, FetchPolicy, FetchResult
 from kernos.tools._html import html_to_text
 from kernos.tools._policy import Action, Decision, Rule, ToolPolicy, strictest
@@ -22,7 +23,10 @@ __all__ = [
     "ToolResult",
     "Toolbox",
     "Workspace",
+    "export_tools",
     "html_to_text",
     "strictest",
+    "to_csv",
+    "to_pdf",
     "tool",
 ]

@@ -26,6 +26,8 @@ _SECTION = re.compile(r"^\s*([A-Z][A-Za-z ]*):\s*$")
 _ARGS_SECTIONS = {"Args", "Arguments", "Parameters", "Params"}
 _ARG_LINE = re.compile(r"^(\*{0,2}\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
 _INPUT_SHOWN = 80
+_MAX_PROBLEMS = 8
+_TYPE_TAGS = {"str", "int", "float", "bool", "none", "list", "dict", "tuple", "set", "bytes"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +167,7 @@ class Signature:
         try:
             model = self._model.model_validate(dict(arguments))
         except pydantic.ValidationError as exc:
-            raise errors.ToolError(describe(exc), reason="invalid_arguments") from None
+            raise errors.ToolError(describe(exc, arguments), reason="invalid_arguments") from None
         args: list[Any] = []
         kwargs: dict[str, Any] = {}
         for param in self._params:
@@ -177,21 +179,44 @@ class Signature:
         return args, kwargs
 
 
-def describe(error: pydantic.ValidationError) -> str:
+def describe(error: pydantic.ValidationError, arguments: Mapping[str, Any]) -> str:
     """One line per problem, naming the argument as the model wrote it."""
-    lines = []
+    lines: list[str] = []
     for item in error.errors(include_url=False):
-        where = ".".join(str(part) for part in item["loc"])
+        where = _where(item["loc"], arguments)
         if item["type"] == "missing":
-            lines.append(f"argument {where!r}: required but missing")
+            line = f"argument {where!r}: required but missing"
         elif item["type"] == "extra_forbidden":
-            lines.append(f"argument {where!r}: no such parameter")
+            line = f"argument {where!r}: no such parameter"
         else:
             shown = repr(item.get("input"))
             if len(shown) > _INPUT_SHOWN:
                 shown = shown[: _INPUT_SHOWN - 3] + "..."
-            lines.append(f"argument {where!r}: {item['msg']} (got {shown})")
+            line = f"argument {where!r}: {item['msg']} (got {shown})"
+        if line not in lines:
+            lines.append(line)
+    if len(lines) > _MAX_PROBLEMS:
+        lines[_MAX_PROBLEMS:] = [f"and {len(lines) - _MAX_PROBLEMS} more problems"]
     return "; ".join(lines) or str(error)
+
+
+def _where(loc: tuple[int | str, ...], arguments: Mapping[str, Any]) -> str:
+    # pydantic puts the union member tried into the location ("list[int]",
+    # "str", ...); keep only the parts that are keys or indexes of the input.
+    parts: list[str] = []
+    value: Any = arguments
+    for part in loc:
+        inside = (isinstance(value, Mapping) and part in value) or (
+            isinstance(value, list) and isinstance(part, int) and part < len(value)
+        )
+        if inside:
+            value = value[part]
+        elif (parts and not isinstance(value, Mapping | list)) or (
+            isinstance(part, str) and ("[" in part or part in _TYPE_TAGS)
+        ):
+            continue
+        parts.append(str(part))
+    return ".".join(parts)
 
 
 # Keys under which a schema holds further schemas, and how.

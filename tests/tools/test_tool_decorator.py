@@ -129,6 +129,18 @@ async def test_several_problems_are_all_listed() -> None:
     assert "'extra'" in result.content
 
 
+async def test_errors_inside_unions_name_the_path_as_written() -> None:
+    @tool
+    def table(rows: list[dict[str, int]] | list[list[int]]) -> str:
+        """A table."""
+        return "ok"
+
+    result = await table.invoke({"rows": [[1, "a"]]})
+    assert result.is_error
+    assert "argument 'rows.0.1': Input should be a valid integer" in result.content
+    assert "list[" not in result.content
+
+
 async def test_exceptions_become_tool_errors_with_their_type() -> None:
     @tool
     async def broken(n: int) -> int:
