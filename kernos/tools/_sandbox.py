@@ -6,8 +6,11 @@ a read-only view of ``/usr``, ``/etc`` and the ``/bin``/``/lib`` links, a fresh
 ``/proc`` and minimal ``/dev``, the workspace read-write at its own path and a
 per-run scratch directory as ``/tmp``, the root and ``/dev`` remounted
 read-only, no capabilities, no_new_privs, ``--die-with-parent``. Inside,
-``prlimit`` sets the resource limits and executes a two-line ``sh`` that
-reports readiness and executes the command.
+``prlimit`` sets the resource limits and executes a one-line ``sh`` that
+reports readiness on stderr and executes the command under coreutils
+``timeout`` (a backstop should Kernos's own timeout never fire). When the
+command exits, the namespace's init exits and the kernel kills everything
+left in the PID namespace; Kernos then checks ``/proc`` that nothing is.
 
 Where the limits are set matters for RLIMIT_NPROC. The kernel counts processes
 per user *per user namespace*, and checks the count at every level up to the
