@@ -20,15 +20,12 @@ import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 import pydantic_core
 
-from kernos import errors
+from kernos import errors, llm
 from kernos.tools._schema import Signature, parse_docstring
-
-if TYPE_CHECKING:
-    from kernos.llm._messages import Message, ToolSpec
 
 __all__ = ["Tool", "ToolResult", "tool"]
 
@@ -59,11 +56,9 @@ class ToolResult:
         """A failed call whose message the model will read."""
         return cls(content=message, is_error=True)
 
-    def to_message(self, call_id: str, *, name: str | None = None) -> Message:
+    def to_message(self, call_id: str, *, name: str | None = None) -> llm.Message:
         """This result as the tool message answering the model's call ``call_id``."""
-        from kernos.llm._messages import Message
-
-        return Message.tool(call_id, self.content, name=name, is_error=self.is_error)
+        return llm.Message.tool(call_id, self.content, name=name, is_error=self.is_error)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form of this result."""
@@ -167,11 +162,9 @@ class Tool(Generic[P, R]):
             )
             return ToolResult.error(self._cap(f"{type(exc).__name__}: {exc}"))
 
-    def spec(self, *, strict: bool = False) -> ToolSpec:
-        """The provider-neutral tool definition (:class:`kernos.llm` ``ToolSpec``)."""
-        from kernos.llm._messages import ToolSpec
-
-        return ToolSpec(
+    def spec(self, *, strict: bool = False) -> llm.ToolSpec:
+        """The provider-neutral tool definition, as :class:`kernos.llm.ToolSpec`."""
+        return llm.ToolSpec(
             name=self.name, description=self.description, parameters=self.parameters, strict=strict
         )
 

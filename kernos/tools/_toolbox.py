@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from kernos import errors
+from kernos import errors, llm
 from kernos.tools._policy import Action, Decision, ToolPolicy, strictest
 from kernos.tools._tool import Tool, ToolResult, parse_arguments
-
-if TYPE_CHECKING:
-    from kernos.llm._messages import ToolSpec
 
 __all__ = ["Toolbox"]
 
@@ -58,7 +55,7 @@ class Toolbox:
     def __contains__(self, name: object) -> bool:
         return name in self._tools
 
-    def specs(self) -> list[ToolSpec]:
+    def specs(self) -> list[llm.ToolSpec]:
         """The definitions to send to a model (policy refusals happen at call time)."""
         return [item.spec() for item in self._tools.values()]
 
