@@ -66,7 +66,18 @@ async def authenticate_connection(connection: HTTPConnection) -> Principal:
     caller = await state.service.auth.authenticate(credentials)
     uses_cookie = credentials.api_key is None and credentials.bearer is None
     if uses_cookie and caller.session is not None and isinstance(connection, Request):
-        _check_csrf(connection, caller.session.csrf_token)
+        try:
+            _check_csrf(connection, caller.session.csrf_token)
+        except PermissionDeniedError as error:
+            await state.service.audit.record(
+                caller,
+                "auth.csrf",
+                "request",
+                f"{connection.method} {connection.url.path}"[:200],
+                outcome="denied",
+                detail={"reason": error.code},
+            )
+            raise
     state.key_limiter.check(caller.actor, "requests for this credential")
     connection.state.principal = caller
     return caller

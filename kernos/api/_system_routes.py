@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
@@ -12,7 +10,6 @@ from kernos.api._problems import problem_response
 from kernos.api._schemas import LoginIn, LoginOut, MeOut
 from kernos.api._state import server_state
 from kernos.errors import KernosError
-from kernos.records import Role
 
 __all__ = ["health", "router"]
 
@@ -42,9 +39,6 @@ async def login(request: Request, response: Response, body: LoginIn) -> LoginOut
         for m in await state.service.app.store.memberships_of(user.user_id)
         if m.tenant_id == session.tenant_id
     )
-    await state.service.audit.record(
-        _as(user.username, session.tenant_id, role, ip), "auth.login", "user", user.username
-    )
     if not body.token:
         secure = state.settings.secure_cookies
         response.set_cookie(
@@ -64,12 +58,6 @@ async def login(request: Request, response: Response, body: LoginIn) -> LoginOut
         csrf_token=session.csrf_token,
         token=token if body.token else None,
     )
-
-
-def _as(username: str, tenant_id: str, role: Role, ip: str | None) -> Any:
-    from kernos.control import Principal
-
-    return Principal(tenant_id=tenant_id, role=role, actor=f"user:{username}", ip=ip)
 
 
 @router.post("/auth/logout", status_code=204, tags=["auth"])

@@ -72,8 +72,8 @@ class AdminService:
             ConflictError: the username is taken.
             UsageError: invalid username or a password that is too short.
         """
-        principal.require(Role.ADMIN, "creating users")
         async with self.audit.audited(principal, "user.create", "user", username) as note:
+            principal.require(Role.ADMIN, "creating users")
             note.detail["role"] = role.value
             check_name(username, "username")
             check_password(password)
@@ -114,8 +114,8 @@ class AdminService:
         password: str | None = None,
     ) -> tuple[User, Membership]:
         """Change a member's role, disable or enable them, or set a new password."""
-        principal.require(Role.ADMIN, "changing users")
         async with self.audit.audited(principal, "user.update", "user", username) as note:
+            principal.require(Role.ADMIN, "changing users")
             user, membership = await self._member(principal, username)
             if role is not None and role is not membership.role:
                 note.detail["role"] = role.value
@@ -141,8 +141,8 @@ class AdminService:
 
     async def remove_user(self, principal: Principal, username: str) -> None:
         """Take a user out of the caller's tenant (the account itself stays)."""
-        principal.require(Role.ADMIN, "removing users")
         async with self.audit.audited(principal, "user.remove", "user", username):
+            principal.require(Role.ADMIN, "removing users")
             user, _ = await self._member(principal, username)
             await self._keep_an_admin(principal, user, demoting=True)
             await self.store.remove_membership(user.user_id, principal.tenant_id)
@@ -165,9 +165,9 @@ class AdminService:
         """Let a signed-in user change their own password."""
         from kernos.control._secrets import verify_password
 
-        if principal.user_id is None:
-            raise PermissionDeniedError("only a signed-in user can change their password")
         async with self.audit.audited(principal, "user.password", "user", principal.actor):
+            if principal.user_id is None:
+                raise PermissionDeniedError("only a signed-in user can change their password")
             user = await self.store.get_user(principal.user_id)
             if user is None or not verify_password(user.password_hash, current):
                 raise PermissionDeniedError("the current password is wrong")
@@ -192,12 +192,14 @@ class AdminService:
         rotated_from: str | None = None,
     ) -> tuple[ApiKey, str]:
         """Make an API key; return it and its full secret text (shown once, never stored)."""
-        principal.require(Role.ADMIN, "creating API keys")
-        if not name.strip() or len(name) > 100:
-            raise UsageError("a key's name must be 1 to 100 characters", field="name")
-        if expires_in is not None and expires_in <= 0:
-            raise UsageError("expires_in must be a positive number of seconds", field="expires_in")
         async with self.audit.audited(principal, "key.create", "api_key", None) as note:
+            principal.require(Role.ADMIN, "creating API keys")
+            if not name.strip() or len(name) > 100:
+                raise UsageError("a key's name must be 1 to 100 characters", field="name")
+            if expires_in is not None and expires_in <= 0:
+                raise UsageError(
+                    "expires_in must be a positive number of seconds", field="expires_in"
+                )
             key_id, full_key = new_api_key()
             note.object_id = key_id
             note.detail.update(name=name, role=role.value, rotated_from=rotated_from)
@@ -228,8 +230,8 @@ class AdminService:
 
     async def revoke_key(self, principal: Principal, key_id: str) -> ApiKey:
         """Revoke a key at once; requests with it fail from now on."""
-        principal.require(Role.ADMIN, "revoking API keys")
         async with self.audit.audited(principal, "key.revoke", "api_key", key_id):
+            principal.require(Role.ADMIN, "revoking API keys")
             key = await self._key(principal, key_id)
             if key.revoked_at is not None:
                 return key
@@ -241,14 +243,14 @@ class AdminService:
         self, principal: Principal, key_id: str, *, overlap: float = 24 * 3600.0
     ) -> tuple[ApiKey, str]:
         """Replace a key: a new one now, the old one keeps working for ``overlap`` seconds."""
-        principal.require(Role.ADMIN, "rotating API keys")
-        if overlap < 0:
-            raise UsageError("overlap must be 0 or more seconds", field="overlap")
-        old = await self._key(principal, key_id)
-        if not old.usable(time.time()):
-            raise ConflictError(f"API key {key_id} is revoked or expired; create a new one")
-        new, secret = await self.create_key(principal, old.name, old.role, rotated_from=key_id)
         async with self.audit.audited(principal, "key.rotate", "api_key", key_id) as note:
+            principal.require(Role.ADMIN, "rotating API keys")
+            if overlap < 0:
+                raise UsageError("overlap must be 0 or more seconds", field="overlap")
+            old = await self._key(principal, key_id)
+            if not old.usable(time.time()):
+                raise ConflictError(f"API key {key_id} is revoked or expired; create a new one")
+            new, secret = await self.create_key(principal, old.name, old.role, rotated_from=key_id)
             note.detail.update(replacement=new.key_id, overlap_s=overlap)
             await self.store.update_api_key(key_id, expires_at=time.time() + overlap)
         return new, secret
@@ -282,8 +284,8 @@ class AdminService:
 
     async def create_tenant(self, principal: Principal, tenant_id: str, name: str) -> Tenant:
         """Create a tenant (installation admins only)."""
-        self._installation_admin(principal, "creating tenants")
         async with self.audit.audited(principal, "tenant.create", "tenant", tenant_id):
+            self._installation_admin(principal, "creating tenants")
             check_name(tenant_id, "tenant id")
             tenant = Tenant(tenant_id=tenant_id, name=name or tenant_id, created_at=time.time())
             if not await self.store.create_tenant(tenant):
@@ -294,8 +296,8 @@ class AdminService:
         self, principal: Principal, tenant_id: str, username: str, role: Role
     ) -> Membership:
         """Give an existing user a role in any tenant (installation admins only)."""
-        self._installation_admin(principal, "adding members to tenants")
         async with self.audit.audited(principal, "tenant.member", "user", username) as note:
+            self._installation_admin(principal, "adding members to tenants")
             note.detail.update(tenant=tenant_id, role=role.value)
             if await self.store.get_tenant(tenant_id) is None:
                 raise NotFoundError(f"no tenant {tenant_id!r}", object_type="tenant")
@@ -311,14 +313,16 @@ class AdminService:
     async def set_retention(self, principal: Principal, days: int | None, action: str) -> Tenant:
         """Set the caller's tenant's retention: finished runs older than ``days`` are
         deleted (``action="delete"``) or archived then deleted (``"archive"``)."""
-        principal.require(Role.ADMIN, "setting retention")
-        if action not in ("delete", "archive"):
-            raise UsageError("retention action must be 'delete' or 'archive'", field="action")
-        if days is not None and days < 1:
-            raise UsageError("retention days must be 1 or more (or null for none)", field="days")
         async with self.audit.audited(
             principal, "tenant.retention", "tenant", principal.tenant_id
         ) as note:
+            principal.require(Role.ADMIN, "setting retention")
+            if action not in ("delete", "archive"):
+                raise UsageError("retention action must be 'delete' or 'archive'", field="action")
+            if days is not None and days < 1:
+                raise UsageError(
+                    "retention days must be 1 or more (or null for none)", field="days"
+                )
             note.detail.update(days=days, action=action)
             tenant = await self.store.set_retention(principal.tenant_id, days, action)
             if tenant is None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from kernos.control._audit import Auditor
 from kernos.control._principal import Principal
 from kernos.control._ratelimit import RateLimiter
 from kernos.control._secrets import (
@@ -17,7 +18,7 @@ from kernos.control._secrets import (
     verify_password,
 )
 from kernos.errors import AuthenticationError
-from kernos.records import Role, Session, User
+from kernos.records import DEFAULT_TENANT, Role, Session, User
 from kernos.store import Store
 
 __all__ = ["Authenticator", "Credentials"]
@@ -44,18 +45,23 @@ class Authenticator:
 
     Sign-in attempts are rate-limited per IP address and per username; a wrong
     password and an unknown user take the same time and give the same answer.
+    With an ``auditor``, every sign-in and every refused one (wrong password,
+    unknown user, no membership) is recorded, the refused ones in the default
+    tenant.
     """
 
     def __init__(
         self,
         store: Store,
         *,
+        auditor: Auditor | None = None,
         session_ttl: float = 12 * 3600.0,
         token_ttl: float = 3600.0,
         login_limit: tuple[int, float] = (10, 60.0),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
+        self.auditor = auditor
         self.session_ttl = session_ttl
         self.token_ttl = token_ttl
         self.clock = clock
@@ -153,6 +159,44 @@ class Authenticator:
         """
         self._login_by_ip.check(ip or "?", "sign-in attempts from this address")
         self._login_by_user.check(username.lower(), "sign-in attempts for this user")
+        try:
+            session, token, user, role = await self._login(
+                username, password, tenant_id, ip, short_lived
+            )
+        except AuthenticationError as error:
+            anonymous = Principal(tenant_id=DEFAULT_TENANT, role=Role.VIEWER, actor="anonymous")
+            await self._audit(anonymous, ip, username, "denied", {"reason": error.code})
+            raise
+        caller = Principal(tenant_id=session.tenant_id, role=role, actor=f"user:{user.username}")
+        await self._audit(caller, ip, user.username, "ok", None)
+        return session, token, user
+
+    async def _audit(
+        self,
+        principal: Principal,
+        ip: str | None,
+        username: str,
+        outcome: str,
+        detail: dict[str, str] | None,
+    ) -> None:
+        if self.auditor is not None:
+            await self.auditor.record(
+                replace(principal, ip=ip),
+                "auth.login",
+                "user",
+                username,
+                outcome=outcome,
+                detail=detail,
+            )
+
+    async def _login(
+        self,
+        username: str,
+        password: str,
+        tenant_id: str | None,
+        ip: str | None,
+        short_lived: bool,
+    ) -> tuple[Session, str, User, Role]:
         user = await self.store.find_user(username)
         if user is None:
             verify_password(self._decoy(), password)  # same cost as a real check
@@ -163,7 +207,8 @@ class Authenticator:
         if tenant_id is None:
             tenants = [m.tenant_id for m in memberships]
             tenant_id = tenants[0] if len(tenants) == 1 else "default"
-        if tenant_id not in {m.tenant_id for m in memberships}:
+        roles = {m.tenant_id: m.role for m in memberships}
+        if tenant_id not in roles:
             raise AuthenticationError(
                 f"user {username!r} is not a member of tenant {tenant_id!r}", tenant_id=tenant_id
             )
@@ -179,7 +224,7 @@ class Authenticator:
             ip=ip,
         )
         await self.store.create_session(session)
-        return session, token, user
+        return session, token, user, roles[tenant_id]
 
     async def logout(self, session: Session) -> None:
         """End a session."""

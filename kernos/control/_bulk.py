@@ -57,25 +57,25 @@ class BulkActions:
     ) -> BulkJob:
         """Start a bulk job in the background and return it (``state="running"``)."""
         self._check(action)
-        principal.require(Role.OPERATOR, f"bulk {action}")
-        total = await self.runs.count(principal, query)
-        job = BulkJob(
-            job_id=uuid.uuid4().hex,
-            tenant_id=principal.tenant_id,
-            action=action,
-            filter=filter_json,
-            state="running",
-            total=total,
-            done=0,
-            failed=0,
-            created_by=principal.actor,
-            created_at=time.time(),
-            results=[],
-        )
-        await self.store.save_bulk_job(job)
-        await self.audit.record(
-            principal, f"bulk.{action}", "bulk_job", job.job_id, detail={"total": total}
-        )
+        async with self.audit.audited(principal, f"bulk.{action}", "bulk_job", None) as note:
+            principal.require(Role.OPERATOR, f"bulk {action}")
+            total = await self.runs.count(principal, query)
+            job = BulkJob(
+                job_id=uuid.uuid4().hex,
+                tenant_id=principal.tenant_id,
+                action=action,
+                filter=filter_json,
+                state="running",
+                total=total,
+                done=0,
+                failed=0,
+                created_by=principal.actor,
+                created_at=time.time(),
+                results=[],
+            )
+            note.object_id = job.job_id
+            note.detail["total"] = total
+            await self.store.save_bulk_job(job)
         task = asyncio.create_task(self._run(principal, job, query), name=f"bulk-{job.job_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -87,8 +87,8 @@ class RunService:
             UsageError: the input does not match the workflow's parameters (``errors``).
             ConflictError: the idempotency key was used for a different request.
         """
-        principal.require(Role.OPERATOR, "starting runs")
         async with self.audit.audited(principal, "run.start", "run", None) as note:
+            principal.require(Role.OPERATOR, "starting runs")
             info = self.workflow(principal, workflow)
             problems = info.validate(input)
             if problems:
@@ -191,8 +191,8 @@ class RunService:
 
     async def cancel(self, principal: Principal, run_id: str, reason: str) -> list[str]:
         """Cancel a run and its unfinished descendants; return the ids cancelled."""
-        principal.require(Role.OPERATOR, "cancelling runs")
         async with self.audit.audited(principal, "run.cancel", "run", run_id) as note:
+            principal.require(Role.OPERATOR, "cancelling runs")
             await self.get(principal, run_id)
             cancelled = await self.app.cancel(run_id, reason)
             note.detail.update(reason=reason, cancelled=len(cancelled))
@@ -200,22 +200,22 @@ class RunService:
 
     async def pause(self, principal: Principal, run_id: str) -> Run:
         """Pause a run (at its next step boundary if it is executing)."""
-        principal.require(Role.OPERATOR, "pausing runs")
         async with self.audit.audited(principal, "run.pause", "run", run_id):
+            principal.require(Role.OPERATOR, "pausing runs")
             await self.get(principal, run_id)
             return await self.app.pause(run_id)
 
     async def resume(self, principal: Principal, run_id: str) -> Run:
         """Resume a paused run."""
-        principal.require(Role.OPERATOR, "resuming runs")
         async with self.audit.audited(principal, "run.resume", "run", run_id):
+            principal.require(Role.OPERATOR, "resuming runs")
             await self.get(principal, run_id)
             return await self.app.resume(run_id)
 
     async def send(self, principal: Principal, run_id: str, payload: Any, topic: str) -> None:
         """Send a message to a run on ``topic``."""
-        principal.require(Role.OPERATOR, "sending messages to runs")
         async with self.audit.audited(principal, "run.send", "run", run_id) as note:
+            principal.require(Role.OPERATOR, "sending messages to runs")
             note.detail["topic"] = topic
             await self.get(principal, run_id)
             await self.app.send(run_id, payload, topic=topic)
@@ -230,8 +230,8 @@ class RunService:
         patched: bool = False,
     ) -> Run:
         """Fork a run at a journal seq or checkpoint name, optionally patching that entry."""
-        principal.require(Role.OPERATOR, "forking runs")
         async with self.audit.audited(principal, "run.fork", "run", run_id) as note:
+            principal.require(Role.OPERATOR, "forking runs")
             note.detail.update(at=at, patched=patched)
             await self.get(principal, run_id)
             handle = await self.app.fork(run_id, at, patch=patch, patched=patched)
@@ -240,8 +240,8 @@ class RunService:
 
     async def replay(self, principal: Principal, run_id: str) -> ReplayReport:
         """Replay a run against its journal (no side effects) and report any divergence."""
-        principal.require(Role.OPERATOR, "replaying runs")
         async with self.audit.audited(principal, "run.replay", "run", run_id) as note:
+            principal.require(Role.OPERATOR, "replaying runs")
             await self.get(principal, run_id)
             report = await self.app.replay(run_id)
             note.detail["identical"] = report.identical
@@ -249,8 +249,8 @@ class RunService:
 
     async def purge(self, principal: Principal, run_id: str) -> dict[str, int]:
         """Delete a finished run's data (journal, events, messages, blobs) for good."""
-        principal.require(Role.ADMIN, "deleting run data")
         async with self.audit.audited(principal, "run.purge", "run", run_id) as note:
+            principal.require(Role.ADMIN, "deleting run data")
             await self.get(principal, run_id)
             counts = await self.app.store.purge_run(run_id)
             note.detail.update(counts)

@@ -25,7 +25,7 @@ class Service:
     def __init__(self, app: Kernos, *, archive_dir: Path | None = None) -> None:
         self.app = app
         self.audit = Auditor(app.store)
-        self.auth = Authenticator(app.store)
+        self.auth = Authenticator(app.store, auditor=self.audit)
         self.runs = RunService(app, self.audit)
         self.admin = AdminService(app.store, self.audit)
         self.bulk = BulkActions(self.runs, self.audit)
