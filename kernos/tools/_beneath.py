@@ -164,7 +164,12 @@ class Beneath:
                     os.close(stack.pop())
                     continue
                 last = all(part in (b"", b".") for part in parts)
-                step_flags = flags if last else O_PATH | os.O_DIRECTORY
+                if not last:
+                    step_flags = O_PATH | os.O_DIRECTORY
+                elif parts:  # "name/" or "name/.": like the kernel, it must be a directory
+                    step_flags = flags | os.O_DIRECTORY
+                else:
+                    step_flags = flags
                 opened = _open_component(stack[-1], name, step_flags, mode)
                 if isinstance(opened, int):
                     if last:

@@ -355,3 +355,28 @@ def test_a_missing_root_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     with pytest.raises(errors.ConfigError):
         Workspace(tmp_path / "file")
+
+
+def test_both_resolvers_answer_alike(tmp_path: Path) -> None:
+    if not openat2_available():
+        pytest.skip("no openat2 on this kernel")
+    answers: dict[str, list[ToolResult]] = {}
+    for method in ["openat2", "walk"]:
+        built = _build(tmp_path / method, method)
+        layout = next(built)
+        _plant(layout)
+        paths = [
+            *ESCAPES,
+            *_links(layout),
+            "inside.txt/",
+            "inside.txt/.",
+            "a/",
+            "a/b/..",
+            "missing/../inside.txt",
+            "sibling/",
+            "",
+            "/",
+        ]
+        answers[method] = [asyncio.run(layout.call("read_file", path=p)) for p in paths]
+        built.close()
+    assert answers["openat2"] == answers["walk"]
