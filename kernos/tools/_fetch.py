@@ -318,8 +318,8 @@ class Fetcher:
         if not mime and b"\0" in body[:4096]:
             raise errors.ToolError(f"{url} is binary, not text; not shown", reason="not_text")
         text = _decode(body, response.charset_encoding)
-        if mime in _HTML_TYPES:
-            text = html_to_text(text, links=self.links)
+        if mime in _HTML_TYPES:  # parsing a megabyte of HTML would hold up the event loop
+            text = await asyncio.to_thread(html_to_text, text, links=self.links)
         return FetchResult(
             url=str(url),
             status=response.status_code,
