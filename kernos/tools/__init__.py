@@ -1,4 +1,4 @@
-"""Tools agents call: ``@tool``, workspace files, web fetch, export; tool policy.
+"""Tools agents call: ``@tool``, files, web fetch, export, the sandboxed shell; tool policy.
 
 Not imported by ``import kernos``; import ``kernos.tools`` where tools are used.
 """
@@ -7,6 +7,8 @@ from kernos.tools._export import export_tools, to_csv, to_pdf
 from kernos.tools._fetch import Fetcher, FetchPolicy, FetchResult
 from kernos.tools._html import html_to_text
 from kernos.tools._policy import Action, Decision, Rule, ToolPolicy, strictest
+from kernos.tools._sandbox import SandboxKind, SandboxMode, ShellLimits
+from kernos.tools._shell import ShellResult, ShellTool
 from kernos.tools._tool import Tool, ToolResult, tool
 from kernos.tools._toolbox import Toolbox
 from kernos.tools._workspace import Workspace
@@ -18,6 +20,11 @@ __all__ = [
     "FetchResult",
     "Fetcher",
     "Rule",
+    "SandboxKind",
+    "SandboxMode",
+    "ShellLimits",
+    "ShellResult",
+    "ShellTool",
     "Tool",
     "ToolPolicy",
     "ToolResult",
