@@ -217,14 +217,10 @@ class Subscription:
     # -- hub side ---------------------------------------------------------------
 
     async def _replay(self, max_events: int) -> list[StreamEvent]:
-        target = self._hub.position
-        if self._cursor >= target:
-            # No await between reading the position and joining: the next fan-out
-            # starts right above it.
-            self._floor = self._cursor
-            self._live = True
-            self._hub._attach(self)
+        if self._cursor >= self._hub.position:
+            self._go_live()
             return []
+        target = self._hub.position
         page = await self._hub.store.stream_events(
             after=self._cursor,
             until=target,
@@ -241,6 +237,13 @@ class Subscription:
         if batch:
             self.position = batch[-1].event_id
         return batch
+
+    def _go_live(self) -> None:
+        # Called with the replay at (or past) the hub's position and no await since
+        # reading it: the next fan-out starts right above it.
+        self._floor = self._cursor
+        self._live = True
+        self._hub._attach(self)
 
     def _offer(self, events: Sequence[StreamEvent]) -> None:
         if events[-1].event_id <= self._floor:
@@ -408,7 +411,7 @@ class EventHub:
         if after is not None and after < 0:
             raise ValueError(f"after must be a non-negative event id, got {after}")
         # "From now" is the newest id read: held events below it are the past.
-        return Subscription(
+        sub = Subscription(
             self,
             self._seen if after is None else after,
             tenant=tenant,
@@ -417,6 +420,9 @@ class EventHub:
             kinds=frozenset(kinds) if kinds is not None else None,
             buffer=self.buffer,
         )
+        if sub.position >= self._position:
+            sub._go_live()  # nothing to replay: join the fan-out now
+        return sub
 
     # -- subscriptions ------------------------------------------------------------
 

@@ -141,24 +141,27 @@ def _end_body(sub: Subscription) -> bytes:
     )
 
 
+_SSE_DESCRIPTION = (
+    "An endless `text/event-stream`. Each event is a frame with `id` (the event id), "
+    "`event` (its kind) and `data` (the event as JSON: event_id, run_id, kind, at, data, "
+    "tenant, workflow). A `retry` hint opens the stream; comment lines (`: keep-alive`) "
+    "arrive every `sse_heartbeat_s` seconds while idle. A stream that ends on purpose "
+    'sends a last `event: error` frame whose data is `{"code", "detail", "last_event_id"}` '
+    "(code `slow_consumer`: the client fell behind; `shutdown`: the server is stopping); "
+    "reconnect with `Last-Event-ID`."
+)
+
+
 @router.get(
     "/events",
     tags=["events"],
     summary="Stream events (Server-Sent Events)",
     response_class=EventStreamResponse,
     response_model=None,
+    status_code=200,
+    response_description=_SSE_DESCRIPTION,
     responses={
         200: {
-            "description": (
-                "An endless `text/event-stream`. Each event is a frame with `id` (the "
-                "event id), `event` (its kind) and `data` (the event as JSON: event_id, "
-                "run_id, kind, at, data, tenant, workflow). A `retry` hint opens the "
-                "stream; comment lines (`: keep-alive`) arrive every `sse_heartbeat_s` "
-                "seconds while idle. A stream that ends on purpose sends a last "
-                '`event: error` frame whose data is `{"code", "detail", "last_event_id"}` '
-                "(code `slow_consumer`: the client fell behind; `shutdown`: the server is "
-                "stopping); reconnect with `Last-Event-ID`."
-            ),
             "content": {
                 "text/event-stream": {"schema": {"type": "string"}, "example": _SSE_EXAMPLE}
             },
@@ -371,8 +374,7 @@ class _EventSocket:
                 return
             text = message.get("text")
             if text is None:
-                await self.error(None, "bad_message", "send JSON text messages")
-                continue
+                text = message.get("bytes") or b""
             try:
                 body = orjson.loads(text)
             except orjson.JSONDecodeError:
