@@ -25,8 +25,8 @@ __all__ = [
     "Membership",
     "QueueSpec",
     "QueueStats",
-    "Run",
     "Role",
+    "Run",
     "RunStatus",
     "Schedule",
     "Session",
@@ -68,6 +68,8 @@ class EntryKind(enum.StrEnum):
     CHILD = "child"  # a child workflow and, once done, its result
     CHECKPOINT = "checkpoint"  # a named state snapshot with its SHA-256 checksum
     ENQUEUE = "enqueue"  # a run this run put on a queue (its id is the output)
+    LLM = "llm"  # a model call: the response is the output; usage, cost, latency in detail
+    TOOL = "tool"  # a tool call: the tool's result is the output; the policy decision in detail
 
 
 class EntryStatus(enum.StrEnum):

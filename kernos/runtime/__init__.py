@@ -2,9 +2,17 @@
 
 from kernos.retry import RetryPolicy
 from kernos.runtime._app import Kernos, RunHandle
-from kernos.runtime._context import Divergence
+from kernos.runtime._context import Divergence, StepScope
 from kernos.runtime._definitions import Step, Workflow, registry, step, workflow
-from kernos.runtime._primitives import checkpoint, current_run_id, gather, recv, sleep
+from kernos.runtime._primitives import (
+    checkpoint,
+    current_run_id,
+    current_step,
+    emit,
+    gather,
+    recv,
+    sleep,
+)
 from kernos.runtime._queues import Queue, load_queues
 from kernos.runtime._replay import ReplayReport
 from kernos.runtime._scheduler import schedule
@@ -17,9 +25,12 @@ __all__ = [
     "RetryPolicy",
     "RunHandle",
     "Step",
+    "StepScope",
     "Workflow",
     "checkpoint",
     "current_run_id",
+    "current_step",
+    "emit",
     "gather",
     "load_queues",
     "recv",

@@ -35,6 +35,11 @@ __all__ = ["Kernos", "RunHandle"]
 T = TypeVar("T")
 
 DEFAULT_STORE = "sqlite:///kernos.db"
+# Entries whose result a fork may replace: a model's answer (llm), a tool's
+# result, a step's result, a received message, a child's result.
+_PATCHABLE = frozenset(
+    {EntryKind.STEP, EntryKind.LLM, EntryKind.TOOL, EntryKind.RECV, EntryKind.CHILD}
+)
 LOCAL_RECHECK = 5.0  # seconds; a safety net for local runs, which notify when they end
 
 
@@ -520,7 +525,8 @@ class Kernos:
             at: a journal seq, or the name of a checkpoint (the fork then resumes
                 just after it, its state verified first).
             patch: a replacement result for the entry at ``at``: the fork sees
-                ``patch`` there instead of re-running it.
+                ``patch`` there instead of re-running it (for an ``llm`` entry, the
+                model's edited answer; for a ``tool`` entry, the tool's result).
             patched: set True to patch with ``None`` itself (a ``None`` ``patch``
                 otherwise means "no patch").
             new_run_id: the fork's id (default ``<run_id>~<short uuid>``).
@@ -549,14 +555,10 @@ class Kernos:
                 run_id=run_id,
                 at_seq=at_seq,
             )
-        if apply_patch and settled[at_seq].kind not in (
-            EntryKind.STEP,
-            EntryKind.RECV,
-            EntryKind.CHILD,
-        ):
+        if apply_patch and settled[at_seq].kind not in _PATCHABLE:
             raise errors.InvalidForkError(
                 f"seq {at_seq} of run {run_id!r} is a {settled[at_seq].kind.value}; only step, "
-                "recv and child results can be patched",
+                "llm, tool, recv and child results can be patched",
                 run_id=run_id,
                 at_seq=at_seq,
             )

@@ -14,7 +14,7 @@ import contextvars
 import functools
 import threading
 import typing
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -29,12 +29,13 @@ if TYPE_CHECKING:
     from kernos.runtime._definitions import Step, Workflow
     from kernos.runtime._engine import Engine
 
-__all__ = ["Divergence", "RunContext", "Suspend", "active", "require"]
+__all__ = ["Divergence", "RunContext", "StepScope", "Suspend", "active", "current_step", "require"]
 
 T = TypeVar("T")
 
 _current: ContextVar[RunContext | None] = ContextVar("kernos_run", default=None)
 _in_step: ContextVar[bool] = ContextVar("kernos_in_step", default=False)
+_scope: ContextVar[StepScope | None] = ContextVar("kernos_step_scope", default=None)
 _PLAIN_RESULTS = (str, int, float, bool, type(None))
 
 
@@ -44,6 +45,11 @@ def active() -> RunContext | None:
     if ctx is None or _in_step.get():
         return None
     return ctx
+
+
+def current_step() -> StepScope | None:
+    """The entry the running step body is producing; ``None`` outside a step body."""
+    return _scope.get()
 
 
 def require(primitive: str) -> RunContext:
@@ -99,6 +105,58 @@ class Divergence:
     reason: str  # "name", "args", "kind", "order", "extra", "missing", "checksum", "output"
     expected: str
     found: str
+
+
+@dataclass(slots=True, eq=False)
+class StepScope:
+    """The journal entry a step body is producing, seen from inside the body.
+
+    Get it with :func:`kernos.runtime.current_step`. A body may add fields to
+    its entry's ``detail`` and to its completion event (``annotate``), and
+    append events to the run's event record while it works (``emit``), e.g. the
+    deltas of a streaming model call. Each attempt gets a fresh scope, so the
+    detail of a failed attempt does not leak into the next one.
+
+    Attributes:
+        run_id: the run the step belongs to.
+        tenant: that run's tenant.
+        seq: the journal position of the entry.
+        name: the entry's name.
+        kind: the entry's kind (``step``, ``llm`` or ``tool``).
+        attempt: 1 for the first attempt, 2 for the first retry, ...
+        detail: what ``annotate`` added for the entry's ``detail`` (JSON values).
+        event: what ``annotate`` added for the completion or failure event.
+    """
+
+    run_id: str
+    tenant: str
+    seq: int
+    name: str
+    kind: EntryKind
+    attempt: int
+    ctx: RunContext = field(repr=False)
+    detail: dict[str, Any] = field(default_factory=dict)
+    event: dict[str, Any] = field(default_factory=dict)
+
+    def annotate(
+        self, detail: Mapping[str, Any] | None = None, *, event: Mapping[str, Any] | None = None
+    ) -> None:
+        """Add fields to the entry's ``detail`` and to its completion (or failure) event.
+
+        Never put secrets here: both are stored as they are.
+        """
+        if detail:
+            self.detail.update(detail)
+        if event:
+            self.event.update(event)
+
+    def emit(self, kind: str, data: Any = None) -> None:
+        """Append an event to the run's event record now, without waiting for it.
+
+        Events are observability only: they are not journaled and not replayed.
+        Safe to call from a sync step's thread.
+        """
+        self.ctx.emit(kind, data)
 
 
 class DivergenceFound(BaseException):
@@ -232,6 +290,17 @@ class RunContext:
         while self._unawaited:
             self.check_fence(await self._unawaited.pop(0))
 
+    def emit(self, kind: str, data: Any = None) -> None:
+        """Queue an event for the run without waiting (nothing happens in replay)."""
+        if self.engine is None:
+            return
+        text = None if data is None else encode(data, what=f"data of event {kind!r}")
+        write = EventWrite(run_id=self.run_id, kind=kind, data=text)
+        if threading.get_ident() == self._loop_thread:
+            _submit_event(self.engine, write)
+        else:
+            self.loop.call_soon_threadsafe(_submit_event, self.engine, write)
+
     def _entry(self, seq: int, kind: EntryKind, name: str, **fields: Any) -> EntryWrite:
         now = self._live().clock()
         fields.setdefault("started_at", now)
@@ -250,8 +319,9 @@ class RunContext:
     async def _step(
         self, seq: int, step: Step[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        arg_hash = args_hash(args, kwargs, what=f"step {step.name!r}")
-        entry = self.recorded(seq, EntryKind.STEP, step.name, arg_hash)
+        kind = step.kind
+        arg_hash = args_hash(args, kwargs, what=f"{kind.value} {step.name!r}")
+        entry = self.recorded(seq, kind, step.name, arg_hash)
         if entry is not None:
             return settled_value(entry, step.return_type)
         engine = self._live()
@@ -261,9 +331,18 @@ class RunContext:
         started = engine.clock()
         while True:
             attempt_started = engine.clock()
+            scope = StepScope(
+                run_id=self.run_id,
+                tenant=self.run.tenant,
+                seq=seq,
+                name=step.name,
+                kind=kind,
+                attempt=len(attempts) + 1,
+                ctx=self,
+            )
             try:
-                value = await self._attempt(step, args, kwargs)
-                text = encode(value, what=f"result of step {step.name!r}")
+                value = await self._attempt(step, scope, args, kwargs)
+                text = encode(value, what=f"result of {kind.value} {step.name!r}")
                 break
             except Exception as exc:
                 attempt = len(attempts) + 1
@@ -279,21 +358,23 @@ class RunContext:
                     await self.write(
                         self._entry(
                             seq,
-                            EntryKind.STEP,
+                            kind,
                             step.name,
                             status=EntryStatus.ERROR.value,
                             args_hash=arg_hash,
-                            error=encode(describe_error(exc), what="step error"),
+                            error=encode(describe_error(exc), what=f"{kind.value} error"),
                             attempts=encode(attempts, what="attempts"),
+                            detail=_detail_text(scope),
                             started_at=started,
                             finished_at=engine.clock(),
-                            event_kind="step.failed",
+                            event_kind=f"{kind.value}.failed",
                             event_data=encode(
                                 {
                                     "seq": seq,
                                     "name": step.name,
                                     "attempts": attempt,
                                     "error": str(exc),
+                                    **scope.event,
                                 },
                                 what="event",
                             ),
@@ -304,7 +385,7 @@ class RunContext:
                 engine.writer.submit(
                     EventWrite(
                         run_id=self.run_id,
-                        kind="step.retrying",
+                        kind=f"{kind.value}.retrying",
                         data=encode(
                             {
                                 "seq": seq,
@@ -319,19 +400,32 @@ class RunContext:
                 )
                 await asyncio.sleep(delay)
         finished = engine.clock()
+        if kind is EntryKind.STEP and not scope.event:
+            event_data = f'{{"seq":{seq},"duration":{finished - started:.6f}}}'
+        else:
+            event_data = encode(
+                {
+                    "seq": seq,
+                    "name": step.name,
+                    "duration": round(finished - started, 6),
+                    **scope.event,
+                },
+                what="event",
+            )
         await self.write(
             self._entry(
                 seq,
-                EntryKind.STEP,
+                kind,
                 step.name,
                 status=EntryStatus.OK.value,
                 args_hash=arg_hash,
                 output=text,
                 attempts=encode(attempts, what="attempts") if attempts else None,
+                detail=_detail_text(scope),
                 started_at=started,
                 finished_at=finished,
-                event_kind="step.completed",
-                event_data=f'{{"seq":{seq},"duration":{finished - started:.6f}}}',
+                event_kind=f"{kind.value}.completed",
+                event_data=event_data,
             )
         )
         if type(value) in _PLAIN_RESULTS:
@@ -339,9 +433,14 @@ class RunContext:
         return restore(decode(text), step.return_type)
 
     async def _attempt(
-        self, step: Step[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        step: Step[Any, Any],
+        scope: StepScope,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
     ) -> Any:
         token = _in_step.set(True)
+        scope_token = _scope.set(scope)
         try:
             if step.is_async:
                 call = step.fn(*args, **kwargs)
@@ -361,11 +460,12 @@ class RunContext:
                 if not timeout.expired():
                     raise
                 raise errors.StepTimeoutError(
-                    f"step {step.name!r} ran past its {step.timeout}s timeout",
+                    f"{step.kind.value} {step.name!r} ran past its {step.timeout}s timeout",
                     step=step.name,
                     timeout=step.timeout,
                 ) from exc
         finally:
+            _scope.reset(scope_token)
             _in_step.reset(token)
 
     # -- sleep, recv ----------------------------------------------------------
@@ -637,6 +737,23 @@ class RunContext:
             )
         finally:
             _current.reset(token)
+
+
+def _detail_text(scope: StepScope) -> str | None:
+    if not scope.detail:
+        return None
+    return encode(scope.detail, what=f"detail of {scope.kind.value} {scope.name!r}")
+
+
+def _submit_event(engine: Engine, write: EventWrite) -> None:
+    # Nobody awaits an event: fetch a failure so asyncio does not report it as lost
+    # (the writer has logged it already).
+    engine.writer.submit(write).add_done_callback(_ignore_outcome)
+
+
+def _ignore_outcome(future: asyncio.Future[Fence | None]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def settled_value(entry: JournalEntry, annotation: Any) -> Any:

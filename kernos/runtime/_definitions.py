@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from kernos.errors import RegistrationError
+from kernos.records import EntryKind
 from kernos.retry import RetryPolicy
 from kernos.runtime import _context
 
@@ -43,6 +44,12 @@ class Step(Generic[P, R]):
     retries and timeout) and journals its result; a sync step runs in a thread.
     In a sync workflow the call blocks and returns the result. Outside any
     workflow, or inside another step, a step is a plain function call.
+
+    ``kind`` is the kind of journal entry the step writes: ``step`` for user
+    steps; layers above the runtime journal model calls as ``llm`` and tool
+    calls as ``tool`` entries through the same machinery (retries, timeout,
+    fencing, group commit), so that replay, forks and views can tell them apart.
+    Their events are named after the kind (``llm.completed``, ``tool.failed``).
     """
 
     def __init__(
@@ -52,11 +59,17 @@ class Step(Generic[P, R]):
         name: str,
         retry: RetryPolicy,
         timeout: float | None,
+        kind: EntryKind = EntryKind.STEP,
     ) -> None:
+        if kind not in _STEP_KINDS:
+            raise RegistrationError(
+                f"a step journals step, llm or tool entries, not {kind.value!r}", name=name
+            )
         self.fn = fn
         self.name = name
         self.retry = retry
         self.timeout = timeout
+        self.kind = kind
         self.is_async = inspect.iscoroutinefunction(fn)
         self.return_type = _annotations(fn)[0]
         functools.update_wrapper(self, fn)
@@ -68,7 +81,12 @@ class Step(Generic[P, R]):
         return typing.cast(R, ctx.dispatch(ctx.call_step(self, args, kwargs)))
 
     def __repr__(self) -> str:
-        return f"<kernos step {self.name}>"
+        if self.kind is EntryKind.STEP:
+            return f"<kernos step {self.name}>"
+        return f"<kernos {self.kind.value} step {self.name}>"
+
+
+_STEP_KINDS = frozenset({EntryKind.STEP, EntryKind.LLM, EntryKind.TOOL})
 
 
 class Workflow(Generic[P, R]):

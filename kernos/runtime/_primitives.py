@@ -12,10 +12,10 @@ from typing import Any
 
 from kernos import errors
 from kernos.runtime import _context
-from kernos.runtime._context import DivergenceFound, JournalEnd, Suspend
+from kernos.runtime._context import DivergenceFound, JournalEnd, StepScope, Suspend
 from kernos.types import JSON
 
-__all__ = ["checkpoint", "current_run_id", "gather", "recv", "sleep"]
+__all__ = ["checkpoint", "current_run_id", "current_step", "emit", "gather", "recv", "sleep"]
 
 
 def sleep(seconds: float) -> Awaitable[None]:
@@ -65,6 +65,38 @@ def checkpoint(name: str, state: Any = None) -> None:
 def current_run_id() -> str:
     """The id of the run whose workflow code is executing."""
     return _context.require("current_run_id").run_id
+
+
+def current_step() -> StepScope | None:
+    """The journal entry the running step body is producing, or ``None`` outside one.
+
+    A step body uses it to annotate its entry (``current_step().annotate(...)``)
+    or to stream events while it works (``current_step().emit(...)``).
+    """
+    return _context.current_step()
+
+
+def emit(kind: str, data: Any = None) -> None:
+    """Append an event to the current run's event record, without waiting.
+
+    Usable from workflow code and from step bodies (including sync steps in
+    their threads). Events are observability only: they are not journaled, are
+    not replayed (a replay emits nothing), and workflow code that re-executes
+    after a crash emits them again. Outside any run, nothing happens. Name your
+    kinds with a prefix of your own (``agent.usage``); the kernel's are
+    ``run.*``, ``step.*``, ``llm.*``, ``tool.*``, ...
+
+    Args:
+        kind: the event's kind.
+        data: a JSON-serializable payload.
+    """
+    scope = _context.current_step()
+    if scope is not None:
+        scope.emit(kind, data)
+        return
+    ctx = _context.active()
+    if ctx is not None:
+        ctx.emit(kind, data)
 
 
 async def gather(*calls: Awaitable[Any], return_exceptions: bool = False) -> list[Any]:
