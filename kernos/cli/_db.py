@@ -21,6 +21,9 @@ def migrate(ctx: typer.Context, json: JsonOption = False, store: StoreOption = N
     """Apply pending schema migrations (creating the store if needed).
 
     Safe to run again, and concurrently: migrations already applied are skipped.
+    Always works on the store (--store, $KERNOS_STORE), never through a server.
+
+    Example: kernos db migrate --store postgresql://kernos@db/kernos
     """
 
     async def use(app: runtime.Kernos) -> tuple[list[str], int, int]:
@@ -43,7 +46,10 @@ def migrate(ctx: typer.Context, json: JsonOption = False, store: StoreOption = N
 
 @db.command("status")
 def status(ctx: typer.Context, json: JsonOption = False, store: StoreOption = None) -> None:
-    """Show the schema version and, on an up-to-date store, how many runs are in each status."""
+    """Show the schema version and, on an up-to-date store, how many runs are in each status.
+
+    Example: kernos db status --json
+    """
 
     async def use(app: runtime.Kernos) -> tuple[int, int, dict[str, int]]:
         version, needed = await app.store.schema_version()

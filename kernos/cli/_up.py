@@ -62,6 +62,8 @@ def up(
     /api/v1/docs). On first start it creates the user 'admin' and an admin API
     key and prints both once: they are stored only as hashes. `kernos worker`
     processes on other machines can join the same (PostgreSQL) store.
+
+    Example: kernos up --app myapp.flows --port 8420
     """
     settings = resolve(ctx, store=store, apps=apps)
     configure_logging(log_level)

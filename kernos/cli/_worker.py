@@ -117,6 +117,8 @@ def worker(
     running runs finish for up to --grace seconds; what is still running then is
     interrupted and handed back to other workers, which resume it from its journal
     (a second signal skips the rest of the grace period).
+
+    Example: kernos worker --app myapp.flows --queues llm,default --concurrency 20
     """
     settings = resolve(ctx, store=store, apps=apps)
     configure_logging(log_level)

@@ -465,8 +465,18 @@ def test_local_rescue_key(server: Server, store_url: str, tmp_path: Path) -> Non
     assert "applies to a local store" in remote.error("--tenant", "x", "runs", "list", code=2)
 
 
-NEW_COMMANDS = [
+COMMANDS = [
     ["runs", "start"],
+    ["runs", "show"],
+    ["runs", "events"],
+    ["runs", "cancel"],
+    ["checkpoints", "list"],
+    ["queues", "list"],
+    ["workers", "list"],
+    ["db", "migrate"],
+    ["db", "status"],
+    ["worker"],
+    ["up"],
     ["runs", "export"],
     ["events", "tail"],
     ["keys", "create"],
@@ -493,7 +503,7 @@ NEW_COMMANDS = [
 ]
 
 
-@pytest.mark.parametrize("command", NEW_COMMANDS, ids=" ".join)
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
 def test_help_has_an_example(command: list[str], tmp_path: Path) -> None:
     done = subprocess.run(
         [kernos_script(), *command, "--help"],
@@ -515,3 +525,17 @@ def test_export_matches_the_server() -> None:
 
     assert CSV_COLUMNS == _CSV_COLUMNS
     assert tuple(RunOut.model_fields) == EXPORT_FIELDS
+
+
+def test_every_command_is_in_the_help_test() -> None:
+    import typer
+
+    from kernos.cli import app
+
+    def leaves(command: Any, path: list[str]) -> list[list[str]]:
+        children = getattr(command, "commands", None)  # a group
+        if children is None:
+            return [path]
+        return [leaf for name, sub in children.items() for leaf in leaves(sub, [*path, name])]
+
+    assert sorted(leaves(typer.main.get_command(app), [])) == sorted(COMMANDS)
