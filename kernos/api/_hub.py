@@ -155,6 +155,7 @@ class Subscription:
         self._limit = buffer
         self._buffer: deque[StreamEvent] = deque()
         self._ready = asyncio.Event()
+        self._nudged = False
         self._plain = run_id is None and workflow is None and kinds is None
 
     @property
@@ -177,13 +178,16 @@ class Subscription:
             timeout: seconds to wait for an event; None waits as long as it takes.
 
         Returns:
-            A batch of events; an empty list when ``timeout`` passed first (time
-            for a heartbeat); None once the subscription ended (see :attr:`end`
-            and :attr:`reason`).
+            A batch of events; an empty list when ``timeout`` passed first or
+            :meth:`nudge` was called (time for a heartbeat); None once the
+            subscription ended (see :attr:`end` and :attr:`reason`).
         """
         while True:
             if self.end is not None:
                 return None
+            if self._nudged and not self._buffer:
+                self._nudged = False
+                return []
             if not self._live:
                 page = await self._replay(max_events)
                 if page:
@@ -203,6 +207,15 @@ class Subscription:
                     await self._ready.wait()
             except TimeoutError:
                 return [] if self.end is None else None
+
+    def nudge(self) -> None:
+        """Make :meth:`receive` return an empty batch now if it has no events.
+
+        A stream can send heartbeats this way from one timer of its own instead
+        of arming a timeout for every wait.
+        """
+        self._nudged = True
+        self._ready.set()
 
     def close(self) -> None:
         """Stop receiving; the hub forgets this subscription."""

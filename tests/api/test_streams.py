@@ -24,6 +24,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 from kernos.api import ServerSettings
+from kernos.api import _streams as streams
 from kernos.api._hub import EndReason, EventHub, StreamEvent, Subscription
 from kernos.api._state import ServerState
 from kernos.records import Role
@@ -599,6 +600,42 @@ async def test_sse_slow_client_is_cut_off_with_a_reason_and_resumes(
         async with live.client(key) as http:
             got = await sse_client(http, key, ids[-1], lambda i: i >= last, disconnects=0)
         assert [e["event_id"] for e in got] == list(range(ids[-1] + 1, last + 1))
+
+
+async def test_sse_client_that_accepts_nothing_is_dropped(
+    store_url: str, make_store: Callable[..., Awaitable[Store]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(streams, "WRITE_TIMEOUT_S", 1.0)
+    settings = ServerSettings(stream_buffer=50, sse_heartbeat_s=0.3, stream_poll_s=0.02)
+    async with live_server(store_url, settings=settings) as live:
+        key = await live.key(Role.VIEWER)
+        writer = await make_store()
+        await add_run(writer, "r1")
+        state = state_of(live)
+        host, port = live.url.removeprefix("http://").split(":")
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+        reader, stream = await asyncio.open_connection(sock=sock, limit=65536)
+        try:
+            stream.write(
+                f"GET /api/v1/events HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                f"Authorization: Bearer {key}\r\n\r\n".encode()
+            )
+            await until(lambda: state.hub.subscriptions == 1)
+            payload = orjson.dumps({"text": "x" * 8000}).decode()
+            while state.hub.subscriptions:  # fill every buffer on the way
+                await writer.apply([EventWrite(run_id="r1", kind="test.big", data=payload)] * 8)
+                await asyncio.sleep(0.01)
+            clients = state.metrics.stream_clients.labels(transport="sse")
+            await until(lambda: clients._value.get() == 0, timeout=30)
+            # The server hung up: what the client reads ends without the last chunk.
+            async with asyncio.timeout(30):
+                body = await reader.read()  # up to EOF
+            assert not body.endswith(b"0\r\n\r\n")
+        finally:
+            stream.close()
 
 
 # -- WebSocket ----------------------------------------------------------------------------
