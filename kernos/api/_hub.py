@@ -66,6 +66,7 @@ DEFAULT_GAP_HOLD = 1.5
 DEFAULT_PAGE = 1000
 _MAX_GAP_QUERIES = 8  # holes looked up per poll; more wait for the next poll
 _MAX_BACKOFF = 2.0  # seconds between polls while the store fails
+_SHUTDOWN_REASON = "the server is shutting down; reconnect with Last-Event-ID"
 
 
 class EndReason(enum.StrEnum):
@@ -230,6 +231,9 @@ class Subscription:
     # -- hub side ---------------------------------------------------------------
 
     async def _replay(self, max_events: int) -> list[StreamEvent]:
+        if not self._hub.running:  # stopped while this one was catching up
+            self._finish(EndReason.SHUTDOWN, _SHUTDOWN_REASON)
+            return []
         if self._cursor >= self._hub.position:
             self._go_live()
             return []
@@ -383,9 +387,7 @@ class EventHub:
                 await task
         for subs in list(self._by_tenant.values()):
             for sub in list(subs):
-                sub._finish(
-                    EndReason.SHUTDOWN, "the server is shutting down; reconnect with Last-Event-ID"
-                )
+                sub._finish(EndReason.SHUTDOWN, _SHUTDOWN_REASON)
         self._by_tenant.clear()
 
     def wake(self) -> None:

@@ -325,13 +325,17 @@ async def test_slow_consumer_is_ended_with_a_reason_and_others_go_on(
 
 
 async def test_stop_ends_subscriptions(store: Store, make_hub: MakeHub) -> None:
+    await add_run(store, "r1")
     hub = await make_hub(store)
     sub = hub.subscribe(None, tenant="default")
     assert await sub.receive(timeout=0.01) == []
     waiting = asyncio.create_task(sub.receive())
     await asyncio.sleep(0)
+    catching_up = hub.subscribe(0, tenant="default")  # has history to replay
+    assert not catching_up.live
     await hub.stop()
     assert await waiting is None and sub.end is EndReason.SHUTDOWN
+    assert await catching_up.receive() is None and catching_up.end is EndReason.SHUTDOWN
     with pytest.raises(RuntimeError, match="not running"):
         hub.subscribe(None, tenant="default")
 
