@@ -19,6 +19,7 @@ ALLOWED = {
     "runtime": {"store", "runtime"},
     "llm": {"llm"},
     "tools": {"tools", "llm"},
+    "agents": {"agents", "runtime", "store", "llm", "tools"},
     "testing": {"testing", "llm"},
     "control": {"store", "runtime", "control"},
     "api": {"store", "runtime", "control", "api"},
@@ -37,7 +38,7 @@ def test_all_names_exist_and_are_documented() -> None:
 def test_exports_match_public_names() -> None:
     public = {name for name in vars(kernos) if not name.startswith("_")}
     modules = {"errors", "records", "retry", "runtime", "serialization", "store", "types"}
-    modules |= {"api", "cli", "control", "llm", "testing", "tools"}  # imported by other tests
+    modules |= {"agents", "api", "cli", "control", "llm", "testing", "tools"}  # imported by tests
     assert public - modules == set(kernos.__all__) - {"__version__", "errors"}
 
 

@@ -1,0 +1,177 @@
+"""An agent's tool calls, journaled as ``tool`` entries, each decided by policy first.
+
+A call is a step of kind ``tool`` named by the tool the model called. Inside
+it, the policies decide on the call's name and arguments only (the tenant's
+and the agent's; the strictest wins), then the tool runs if allowed. The
+decision is recorded in the entry's detail and returned with the result, so a
+recovered run sees the decision the original made. What a tool returns goes
+to the model as data; nothing reaches the policies, which are immutable.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from kernos import errors, llm, tools
+from kernos.records import DEFAULT_TENANT, EntryKind
+from kernos.retry import RetryPolicy
+from kernos.runtime import Step, current_step
+
+__all__ = ["INVALID", "TenantPolicy", "ToolCalls", "result_of"]
+
+TenantPolicy = Mapping[str, tools.ToolPolicy] | Callable[[str], tools.ToolPolicy | None]
+"""The tool policy of each tenant: a mapping, or a function of the tenant's id."""
+
+INVALID = "invalid"
+"""The decision recorded for a call no policy could judge: an unknown tool, or
+arguments that are not a JSON object."""
+
+
+def result_of(value: Any) -> tuple[tools.ToolResult, str, float]:
+    """The result a journaled ``tool`` entry holds, its decision and latency in ms.
+
+    Accepts what the call journals and what a person patches in when forking:
+    a result's JSON (``{"content": ..., "is_error": ...}``) or a plain string.
+    """
+    if isinstance(value, str):
+        return tools.ToolResult(content=value), tools.Action.ALLOW.value, 0.0
+    if not isinstance(value, dict):
+        raise TypeError(f"a tool entry holds a result object or a text, not {value!r}")
+    return (
+        tools.ToolResult.from_dict(value),
+        str(value.get("decision") or tools.Action.ALLOW.value),
+        float(value.get("latency_ms") or 0.0),
+    )
+
+
+class ToolCalls:
+    """The tools one agent may call, as journaled steps under its policies.
+
+    Args:
+        agent: the agent's name (recorded in each entry's detail).
+        available: the tools.
+        capabilities: the agent's policy.
+        tenant_policy: each tenant's policy; a call needs both to allow it.
+        timeout: seconds a tool call may take (default none).
+
+    Raises:
+        RegistrationError: two tools share a name.
+    """
+
+    def __init__(
+        self,
+        *,
+        agent: str,
+        available: Iterable[tools.Tool[..., Any]],
+        capabilities: tools.ToolPolicy,
+        tenant_policy: TenantPolicy | None,
+        timeout: float | None,
+    ) -> None:
+        self.agent = agent
+        self.tools: dict[str, tools.Tool[..., Any]] = {}
+        for item in available:
+            if item.name in self.tools:
+                raise errors.RegistrationError(
+                    f"agent {agent!r} has two tools named {item.name!r}", tool=item.name
+                )
+            self.tools[item.name] = item
+        self.capabilities = capabilities
+        self.tenant_policy = tenant_policy
+        self.timeout = timeout
+        self._steps = {name: self._make_step(name) for name in self.tools}
+
+    def specs(self) -> list[llm.ToolSpec]:
+        """The tools' definitions for the model."""
+        return [item.spec() for item in self.tools.values()]
+
+    def step(self, name: str) -> Step[..., Any]:
+        """The journaled call of the tool ``name`` (for an unknown name, one that
+        answers that there is no such tool)."""
+        found = self._steps.get(name)
+        return found if found is not None else self._make_step(name)
+
+    def decide(self, name: str, arguments: Mapping[str, Any], tenant: str) -> tools.Decision:
+        """The strictest decision of the tenant's and the agent's policies."""
+        decisions = [self.capabilities.decide(name, arguments)]
+        policy = self._tenant_policy(tenant)
+        if policy is not None:
+            decisions.insert(0, policy.decide(name, arguments))
+        return tools.strictest(decisions)
+
+    def _tenant_policy(self, tenant: str) -> tools.ToolPolicy | None:
+        source = self.tenant_policy
+        if source is None:
+            return None
+        if isinstance(source, Mapping):
+            return source.get(tenant)
+        return source(tenant)
+
+    def _make_step(self, name: str) -> Step[..., Any]:
+        async def call(call: dict[str, str]) -> dict[str, Any]:
+            return await self._call(name, call)
+
+        return Step(
+            call, name=name, retry=RetryPolicy.of(0), timeout=self.timeout, kind=EntryKind.TOOL
+        )
+
+    async def _call(self, name: str, call: dict[str, str]) -> dict[str, Any]:
+        scope = current_step()
+        tenant = scope.tenant if scope is not None else DEFAULT_TENANT
+        started = time.perf_counter()
+        result, decision, reason = await self._decide_and_run(name, call, tenant)
+        latency_ms = round((time.perf_counter() - started) * 1000, 3)
+        if scope is not None:
+            scope.annotate(
+                {
+                    "agent": self.agent,
+                    "run_id": scope.run_id,
+                    "tenant": tenant,
+                    "call_id": call.get("id"),
+                    "decision": decision,
+                    "reason": reason,
+                    "sandbox": _sandbox_of(self.tools.get(name)),
+                    "latency_ms": latency_ms,
+                },
+                event={
+                    "agent": self.agent,
+                    "decision": decision,
+                    "is_error": result.is_error,
+                    "latency_ms": latency_ms,
+                },
+            )
+        return {**result.to_dict(), "decision": decision, "latency_ms": latency_ms}
+
+    async def _decide_and_run(
+        self, name: str, call: dict[str, str], tenant: str
+    ) -> tuple[tools.ToolResult, str, str]:
+        tool = self.tools.get(name)
+        if tool is None:
+            available = ", ".join(self.tools) or "none"
+            message = f"there is no tool named {name!r}; available: {available}"
+            return tools.ToolResult.error(message), INVALID, message
+        try:
+            arguments = llm.ToolCall.from_dict(call).args()
+        except ValueError as exc:
+            message = f"the arguments must be a JSON object of parameter names to values ({exc})"
+            return tools.ToolResult.error(message), INVALID, message
+        decision = self.decide(name, arguments, tenant)
+        if decision.action is tools.Action.DENY:
+            message = f"the call to {name!r} was refused: {decision.reason}"
+            return tools.ToolResult.error(message), decision.action.value, decision.reason
+        if decision.action is tools.Action.NEEDS_APPROVAL:
+            # Approvals (issue 7) wait durably in workflow code, after this entry;
+            # until then the model is told, and the entry records the decision.
+            message = (
+                f"the call to {name!r} needs a human's approval first, and approvals are not "
+                f"available yet: {decision.reason}"
+            )
+            return tools.ToolResult.error(message), decision.action.value, decision.reason
+        return await tool.invoke(arguments), decision.action.value, decision.reason
+
+
+def _sandbox_of(tool: tools.Tool[..., Any] | None) -> str | None:
+    """The sandbox a tool runs in, when it says (a ``sandbox`` text attribute)."""
+    sandbox = getattr(tool, "sandbox", None)
+    return sandbox if isinstance(sandbox, str) else None
