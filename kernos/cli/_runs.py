@@ -19,6 +19,8 @@ from kernos.cli._filters import (
     WorkflowOption,
     run_filter,
 )
+from kernos.cli._fork import fork
+from kernos.cli._replay import replay
 from kernos.cli._settings import JsonOption, RunArgument, StoreOption, resolve
 from kernos.cli._start import start
 
@@ -26,11 +28,13 @@ __all__ = ["runs"]
 
 runs = typer.Typer(
     name="runs",
-    help="List, inspect, start, cancel and export runs.",
+    help="List, inspect, start, cancel, fork, replay and export runs.",
     no_args_is_help=True,
 )
 runs.command("start")(start)
 runs.command("export")(export)
+runs.command("fork")(fork)  # also `kernos fork`
+runs.command("replay")(replay)  # also `kernos replay`
 
 CHILDREN_SHOWN = 20
 

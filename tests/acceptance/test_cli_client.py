@@ -235,7 +235,8 @@ def test_cancel_fork_replay(cli: Cli, server: Server) -> None:
 
     report = cli.json("replay", greeted)
     assert report["identical"] is True
-    assert "identical" in cli("replay", greeted).stdout
+    assert "identical" in cli("runs", "replay", greeted).stdout
+    assert cli.json("runs", "fork", greeted, "--at", "0")["forked_from"] == greeted
 
 
 def test_queues_and_workers(cli: Cli, server: Server) -> None:
@@ -470,6 +471,8 @@ COMMANDS = [
     ["runs", "show"],
     ["runs", "events"],
     ["runs", "cancel"],
+    ["runs", "fork"],
+    ["runs", "replay"],
     ["checkpoints", "list"],
     ["queues", "list"],
     ["workers", "list"],
