@@ -320,7 +320,11 @@ class RunContext:
         self, seq: int, step: Step[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         kind = step.kind
-        arg_hash = args_hash(args, kwargs, what=f"{kind.value} {step.name!r}")
+        what = f"{kind.value} {step.name!r}"
+        if step.key is None:
+            arg_hash = args_hash(args, kwargs, what=what)
+        else:
+            arg_hash = args_hash((step.key(*args, **kwargs),), {}, what=what)
         entry = self.recorded(seq, kind, step.name, arg_hash)
         if entry is not None:
             return settled_value(entry, step.return_type)

@@ -50,6 +50,12 @@ class Step(Generic[P, R]):
     calls as ``tool`` entries through the same machinery (retries, timeout,
     fencing, group commit), so that replay, forks and views can tell them apart.
     Their events are named after the kind (``llm.completed``, ``tool.failed``).
+
+    ``key``, when given, is called with the step's arguments and returns what
+    identifies the call (JSON); its hash, not the arguments', is journaled and
+    compared on recovery and replay. For calls whose arguments are large and
+    can be summarized cheaply (a model call summarizes its conversation by a
+    running digest instead of re-hashing every message each turn).
     """
 
     def __init__(
@@ -60,6 +66,7 @@ class Step(Generic[P, R]):
         retry: RetryPolicy,
         timeout: float | None,
         kind: EntryKind = EntryKind.STEP,
+        key: Callable[..., Any] | None = None,
     ) -> None:
         if kind not in _STEP_KINDS:
             raise RegistrationError(
@@ -70,6 +77,7 @@ class Step(Generic[P, R]):
         self.retry = retry
         self.timeout = timeout
         self.kind = kind
+        self.key = key
         self.is_async = inspect.iscoroutinefunction(fn)
         self.return_type = _annotations(fn)[0]
         functools.update_wrapper(self, fn)

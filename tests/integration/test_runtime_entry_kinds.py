@@ -216,3 +216,46 @@ async def test_outside_a_run_there_is_no_step_scope_and_emit_does_nothing() -> N
     assert kernos.runtime.current_step() is None
     kernos.runtime.emit("test.nowhere", {"x": 1})
     assert await plain_answer("direct") == {"text": "direct"}
+
+
+async def _summarized(big: list[int], digest: str) -> int:
+    CALLS["summarized"] += 1
+    return len(big)
+
+
+summarized = kernos.Step(
+    _summarized,
+    name="summarized",
+    retry=kernos.RetryPolicy.of(0),
+    timeout=None,
+    kind=EntryKind.LLM,
+    key=lambda big, digest: digest,
+)
+
+
+@kernos.workflow(name="rt_kinds.keyed")
+async def keyed(size: int, digest: str) -> int:
+    return int(await summarized(list(range(size)), digest))
+
+
+async def test_a_step_key_identifies_the_call_in_place_of_its_arguments(
+    app: kernos.Kernos,
+) -> None:
+    await (await app.start(keyed, 1000, "d1", run_id="keyed")).result(timeout=10)
+    [entry] = await app.journal("keyed")
+    assert entry.args_hash == kernos.serialization.args_hash(("d1",), {}, what="key")
+
+    def version(size: int, digest: str) -> kernos.Workflow[..., int]:
+        async def fn(_size: int, _digest: str) -> int:
+            return int(await summarized(list(range(size)), digest))
+
+        return kernos.Workflow(fn, name="rt_kinds.keyed", version="2", timeout=None)
+
+    try:  # other arguments, same key: the same call; another key: a divergence
+        kernos.runtime.registry.workflows["rt_kinds.keyed"] = version(5, "d1")
+        assert (await app.replay("keyed")).identical
+        kernos.runtime.registry.workflows["rt_kinds.keyed"] = version(1000, "d2")
+        report = await app.replay("keyed")
+    finally:
+        kernos.runtime.registry.workflows["rt_kinds.keyed"] = keyed
+    assert report.divergence is not None and report.divergence.reason == "args"
