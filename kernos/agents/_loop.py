@@ -16,6 +16,7 @@ from kernos.agents._model import response_of
 from kernos.agents._result import AgentResult
 from kernos.agents._toolcalls import result_of
 from kernos.records import EntryKind, EntryStatus, JournalEntry
+from kernos.serialization import checksum, encode
 
 if TYPE_CHECKING:
     from kernos.agents._agent import Agent
@@ -42,6 +43,20 @@ class Conversation:
         self.messages.append(llm.Message.user(task))
         self.specs = agent.tool_calls.specs()
         self.sent = 0  # messages already in the journal (sent before, or answers)
+        # A running digest of what the model is sent: the parameters, then each
+        # message once. It identifies each model call on recovery and replay.
+        self.digest = checksum(
+            encode(
+                {
+                    "tools": self.specs,
+                    "response_format": self.format,
+                    "temperature": agent.temperature,
+                    "max_tokens": agent.max_tokens,
+                },
+                what="model call parameters",
+            )
+        )
+        self.hashed = 0
         self.turns = 0
         self.tool_calls = 0
         self.usage = llm.Usage()
@@ -89,7 +104,7 @@ class Conversation:
         )
         first_new = self.sent
         try:
-            value = await self.agent.model_call.step(request, first_new)
+            value = await self.agent.model_call.step(request, first_new, self._digest())
         except _RUN_FAILURES:
             raise
         except Exception as exc:  # the call failed; its entry records why
@@ -104,6 +119,12 @@ class Conversation:
         # The next request's detail starts after this answer: the answer is this entry's output.
         self.sent = len(self.messages)
         return response
+
+    def _digest(self) -> str:
+        new = [message.to_dict() for message in self.messages[self.hashed :]]
+        self.digest = checksum(self.digest + encode(new, what="messages"))
+        self.hashed = len(self.messages)
+        return self.digest
 
     def _final(self, response: llm.ChatResponse) -> AgentResult | None:
         """The result for an answer without tool calls, or None after asking for a correction."""

@@ -98,6 +98,7 @@ class ModelCall:
             retry=RetryPolicy.of(retries),
             timeout=timeout,
             kind=EntryKind.LLM,
+            key=_call_key,
         )
 
     def client(self) -> llm.Provider:
@@ -114,7 +115,7 @@ class ModelCall:
             await self._client.aclose()
             self._client = None
 
-    async def _call(self, request: llm.ChatRequest, first_new: int) -> dict[str, Any]:
+    async def _call(self, request: llm.ChatRequest, first_new: int, digest: str) -> dict[str, Any]:
         scope = current_step()
         client = self.client()
         if scope is not None:
@@ -215,14 +216,25 @@ class _Deltas:
         self.last = time.monotonic()
 
 
+def _call_key(request: llm.ChatRequest, first_new: int, digest: str) -> str:
+    """What identifies a model call on recovery and replay: the conversation's running
+    digest (messages and parameters), kept by the loop so that no turn re-hashes them all."""
+    return digest
+
+
 def _request_detail(request: llm.ChatRequest, first_new: int) -> dict[str, Any]:
     """The request as the journal keeps it: the messages it added to the conversation
     (the earlier ones are in the earlier entries), the tools by name, the parameters."""
-    data = request.to_dict()
-    data["messages"] = data["messages"][first_new:]
-    data["first_message"] = first_new
+    data: dict[str, Any] = {
+        "messages": [message.to_dict() for message in request.messages[first_new:]],
+        "first_message": first_new,
+    }
     if request.tools:
         data["tools"] = [tool.name for tool in request.tools]
     if request.response_format is not None:
         data["response_format"] = request.response_format.name
+    for name in ("tool_choice", "temperature", "top_p", "max_tokens", "seed", "model"):
+        value = getattr(request, name)
+        if value is not None:
+            data[name] = value
     return data
