@@ -10,7 +10,12 @@ Run with ``make demo``. Everything happens in ``demo-data/kernos.db`` (SQLite):
    continues from there while the original is kept, marked superseded;
 4. the run is replayed against its journal, with no side effects, first with
    the same code (identical) and then with changed code (a divergence);
-5. ``kernos up`` serves the same store over the REST API, and the demo drives
+5. a research agent runs as a durable workflow, each model and tool call a
+   journal entry with its tokens and cost; it is forked at a turn with an
+   edited model answer and replayed with no provider request (see
+   ``agent_demo.py``: a real provider when ``KERNOS_DEMO_MODEL`` and its key are
+   set, otherwise the bundled fake OpenAI server);
+6. ``kernos up`` serves the same store over the REST API, and the demo drives
    it over HTTP (see ``server_demo.py``), leaving the server up at the end.
 """
 
@@ -157,7 +162,10 @@ async def main() -> None:
         console.print(f"   changed code: {await app.replay(RUN_ID)}")
         console.print(f"   side effects during replays: {len(ledger_lines()) - count}")
 
-    import server_demo  # the examples directory is on sys.path when run as a script
+    import agent_demo  # the examples directory is on sys.path when run as a script
+    import server_demo
+
+    await agent_demo.main(STORE)
 
     server_demo.main(STORE, int(os.environ.get("KERNOS_DEMO_PORT", "8420")))
 

@@ -87,7 +87,7 @@ def follow(client: httpx.Client, run_id: str) -> list[str]:
 
 def main(store: str, port: int = 8420) -> None:
     """Run part two of the demo and leave the server up."""
-    console.print("\n[bold]5. The server: everything again, over HTTP[/bold]")
+    console.print("\n[bold]6. The server: everything again, over HTTP[/bold]")
     process, url, key = start_server(store, port)
     try:
         if key is None:
