@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from kernos.api._auth import Caller
+from kernos.api._problems import problem_responses
 from kernos.api._runs_routes import run_filter
 from kernos.api._schemas import (
+    MAX_ID,
+    TEXT,
     AuditOut,
     AuditPage,
     BulkDryRun,
@@ -35,13 +38,11 @@ __all__ = ["router"]
 
 router = APIRouter()
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing, malformed, expired or revoked credentials"},
-    403: {"description": "The caller's role does not allow this"},
-    404: {"description": "No such object in the caller's tenant"},
-    409: {"description": "Conflicts with the object's state"},
-    422: {"description": "Invalid request"},
-}
+_ERRORS = problem_responses(401, 403, 404, 409, 422, 429, 503)
+
+
+def _id(what: str) -> Any:
+    return Path(min_length=1, max_length=200, pattern=TEXT, description=what)
 
 
 def _service(request: Request) -> Service:
@@ -81,7 +82,12 @@ async def create_user(request: Request, caller: Caller, body: UserIn) -> UserOut
 
 
 @router.patch("/users/{username}", response_model=UserOut, tags=["users"], responses=_ERRORS)
-async def update_user(request: Request, caller: Caller, username: str, body: UserPatch) -> UserOut:
+async def update_user(
+    request: Request,
+    caller: Caller,
+    username: Annotated[str, _id("A user's name")],
+    body: UserPatch,
+) -> UserOut:
     """Change a user's role, disable or enable them, or set their password (admin)."""
     user, membership = await _service(request).admin.update_user(
         caller, username, role=body.role, disabled=body.disabled, password=body.password
@@ -90,7 +96,9 @@ async def update_user(request: Request, caller: Caller, username: str, body: Use
 
 
 @router.delete("/users/{username}", status_code=204, tags=["users"], responses=_ERRORS)
-async def remove_user(request: Request, caller: Caller, username: str) -> Response:
+async def remove_user(
+    request: Request, caller: Caller, username: Annotated[str, _id("A user's name")]
+) -> Response:
     """Take a user out of the tenant (admin); the account itself stays."""
     await _service(request).admin.remove_user(caller, username)
     return Response(status_code=204)
@@ -122,7 +130,9 @@ async def create_key(request: Request, caller: Caller, body: KeyIn) -> KeyCreate
 
 
 @router.post("/keys/{key_id}/revoke", response_model=KeyOut, tags=["keys"], responses=_ERRORS)
-async def revoke_key(request: Request, caller: Caller, key_id: str) -> KeyOut:
+async def revoke_key(
+    request: Request, caller: Caller, key_id: Annotated[str, _id("An API key's id")]
+) -> KeyOut:
     """Revoke a key at once (admin)."""
     return _key(await _service(request).admin.revoke_key(caller, key_id))
 
@@ -135,7 +145,10 @@ async def revoke_key(request: Request, caller: Caller, key_id: str) -> KeyOut:
     responses=_ERRORS,
 )
 async def rotate_key(
-    request: Request, caller: Caller, key_id: str, body: RotateIn | None = None
+    request: Request,
+    caller: Caller,
+    key_id: Annotated[str, _id("An API key's id")],
+    body: RotateIn | None = None,
 ) -> KeyCreated:
     """Replace a key: the new one works now, the old one until the overlap ends (admin)."""
     overlap = body.overlap_s if body is not None else RotateIn().overlap_s
@@ -163,7 +176,12 @@ async def create_tenant(request: Request, caller: Caller, body: TenantIn) -> Ten
 
 
 @router.post("/tenants/{tenant_id}/members", status_code=204, tags=["tenants"], responses=_ERRORS)
-async def add_member(request: Request, caller: Caller, tenant_id: str, body: MemberIn) -> Response:
+async def add_member(
+    request: Request,
+    caller: Caller,
+    tenant_id: Annotated[str, _id("A tenant's id")],
+    body: MemberIn,
+) -> Response:
     """Give an existing user a role in a tenant (admins of the default tenant)."""
     await _service(request).admin.add_member(caller, tenant_id, body.username, body.role)
     return Response(status_code=204)
@@ -189,14 +207,15 @@ async def set_retention(request: Request, caller: Caller, body: RetentionIn) -> 
 async def audit_log(
     request: Request,
     caller: Caller,
-    actor: Annotated[str | None, Query(max_length=200)] = None,
+    actor: Annotated[str | None, Query(max_length=200, pattern=TEXT)] = None,
     action: Annotated[
-        str | None, Query(max_length=100, description="Prefix, e.g. 'run.' or 'key.rotate'")
+        str | None,
+        Query(max_length=100, pattern=TEXT, description="Prefix, e.g. 'run.' or 'key.rotate'"),
     ] = None,
-    object_id: Annotated[str | None, Query(max_length=200)] = None,
+    object_id: Annotated[str | None, Query(max_length=200, pattern=TEXT)] = None,
     since: Annotated[float | None, Query(ge=0)] = None,
     until: Annotated[float | None, Query(ge=0)] = None,
-    before_id: Annotated[int | None, Query(ge=0)] = None,
+    before_id: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AuditPage:
     """The tenant's audit records, newest first (admin)."""
@@ -256,6 +275,8 @@ async def list_bulk_jobs(request: Request, caller: Caller) -> list[BulkJobOut]:
 
 
 @router.get("/bulk/{job_id}", response_model=BulkJobOut, tags=["bulk"], responses=_ERRORS)
-async def get_bulk_job(request: Request, caller: Caller, job_id: str) -> BulkJobOut:
+async def get_bulk_job(
+    request: Request, caller: Caller, job_id: Annotated[str, _id("A bulk job's id")]
+) -> BulkJobOut:
     """A bulk job's progress: total, done, failed, state and per-run results."""
     return BulkJobOut.model_validate((await _service(request).bulk.get(caller, job_id)).to_dict())

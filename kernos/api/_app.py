@@ -8,13 +8,14 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
 from kernos.api._admin_routes import router as admin_router
 from kernos.api._metrics import Metrics
 from kernos.api._middleware import LimitsMiddleware, MetricsMiddleware
-from kernos.api._problems import install_problem_handlers
+from kernos.api._problems import install_problem_handlers, problem_schemas
 from kernos.api._runs_routes import router as runs_router
 from kernos.api._settings import ServerSettings
 from kernos.api._state import ServerState
@@ -84,9 +85,17 @@ def create_app(service: Service, settings: ServerSettings | None = None) -> Fast
         description=_DESCRIPTION,
         openapi_url=f"{API_PREFIX}/openapi.json",
         docs_url=f"{API_PREFIX}/docs",
+        swagger_ui_oauth2_redirect_url=f"{API_PREFIX}/docs/oauth2-redirect",
         redoc_url=None,
         lifespan=lifespan,
     )
+
+    def openapi() -> dict[str, Any]:
+        document = FastAPI.openapi(app)  # built once, then cached by FastAPI
+        document.setdefault("components", {}).setdefault("schemas", {}).update(problem_schemas())
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.state.kernos = state
     install_problem_handlers(app)
     app.include_router(runs_router, prefix=API_PREFIX)

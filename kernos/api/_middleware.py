@@ -41,6 +41,9 @@ async def _send_problem(send: Send, status: int, detail: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+_DRAIN_BYTES = 8 * 1024 * 1024  # at most this much of an oversized body is read and dropped
+
+
 class _BodyTooLarge(Exception):
     pass
 
@@ -77,19 +80,29 @@ class LimitsMiddleware:
                     )
                     return
         received = 0
-        started = False
+        started = too_large = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, too_large
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body:
+                    too_large = True
+                    if message.get("more_body", False):
+                        await self._drain(receive)
                     raise _BodyTooLarge
             return message
 
         async def secured_send(message: Message) -> None:
             nonlocal started
+            if too_large:
+                # The handler caught _BodyTooLarge while reading (FastAPI turns
+                # any body error into a 400) and answers on its own: answer 413.
+                if not started:
+                    started = True
+                    await _send_problem(send, 413, self._too_large)
+                return
             if message["type"] == "http.response.start":
                 started = True
                 present = {k.lower() for k, _ in message.get("headers", [])}
@@ -103,7 +116,24 @@ class LimitsMiddleware:
             await self.app(scope, limited_receive, secured_send)
         except _BodyTooLarge:
             if not started:
-                await _send_problem(send, 413, f"request body exceeds {self.max_body} bytes")
+                await _send_problem(send, 413, self._too_large)
+
+    async def _drain(self, receive: Receive) -> None:
+        # Read and drop the rest of a streamed body (up to a bound) before
+        # answering: closing a socket with unread data resets the connection,
+        # and the client may lose the 413 before it reads it.
+        dropped = 0
+        while dropped < _DRAIN_BYTES:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            dropped += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
+
+    @property
+    def _too_large(self) -> str:
+        return f"request body exceeds {self.max_body} bytes"
 
 
 class MetricsMiddleware:

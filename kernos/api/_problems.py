@@ -19,7 +19,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kernos import errors
 
-__all__ = ["PROBLEM_TYPES", "install_problem_handlers", "problem", "problem_response"]
+__all__ = [
+    "PROBLEM_TYPES",
+    "install_problem_handlers",
+    "problem",
+    "problem_response",
+    "problem_responses",
+    "problem_schemas",
+]
 
 log = logging.getLogger("kernos.api")
 
@@ -57,6 +64,41 @@ _TITLES = {
     500: "Internal server error",
     503: "Service unavailable",
 }
+
+
+_DESCRIPTIONS = {
+    401: "Missing, malformed, expired or revoked credentials",
+    403: "The caller's role does not allow this (or a session write lacks X-CSRF-Token)",
+    404: "No such object in the caller's tenant",
+    409: "Conflicts with the object's state",
+    413: "The request body is too large",
+    422: "Invalid request: `errors` locates each bad value",
+    429: "Too many requests; wait for Retry-After seconds",
+    503: "The store is unavailable; retry later",
+}
+
+
+def problem_responses(*statuses: int, **descriptions: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for error statuses, each a :class:`Problem` document.
+
+    ``descriptions`` override the default description of a status, keyed ``s409``.
+    """
+    return {
+        status: {
+            "description": descriptions.get(f"s{status}", _DESCRIPTIONS.get(status, "Error")),
+            "content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        for status in statuses
+    }
+
+
+def problem_schemas() -> dict[str, Any]:
+    """The JSON Schemas of :class:`Problem` and what it refers to, for the components."""
+    from kernos.api._schemas import Problem
+
+    schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    definitions: dict[str, Any] = schema.pop("$defs", {})
+    return {**definitions, "Problem": schema}
 
 
 def problem(status: int, detail: str, *, code: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -110,8 +152,14 @@ def install_problem_handlers(app: FastAPI) -> None:
         if isinstance(error, errors.AuthenticationError):
             headers["WWW-Authenticate"] = 'Bearer realm="kernos"'
         extra: dict[str, Any] = {}
-        if isinstance(error, errors.UsageError) and "errors" in error.facts:
-            extra["errors"] = error.facts["errors"]
+        if isinstance(error, errors.UsageError):
+            if "errors" in error.facts:
+                extra["errors"] = error.facts["errors"]
+            elif isinstance(error.facts.get("field"), str):
+                # One shape for every 422: a field-level refusal names its field.
+                extra["errors"] = [
+                    {"loc": [error.facts["field"]], "msg": str(error), "type": error.code}
+                ]
         return problem_response(
             status, str(error), code=error.code, headers=headers or None, **extra
         )
@@ -129,6 +177,15 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        if error.status_code == 400 and isinstance(error.__cause__, ValueError | RecursionError):
+            # FastAPI's answer to a body that is not JSON it can read (bad UTF-8,
+            # nested too deep, an integer too long): invalid input like any other.
+            return problem_response(
+                422,
+                "body: not valid JSON (undecodable text, nesting too deep or a number too long)",
+                code="validation_error",
+                errors=[{"loc": ["body"], "msg": "JSON decode error", "type": "json_invalid"}],
+            )
         detail = error.detail if isinstance(error.detail, str) else _TITLES.get(error.status_code)
         return problem_response(
             error.status_code, detail or "error", headers=dict(error.headers or {}) or None

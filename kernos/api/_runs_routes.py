@@ -8,11 +8,14 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Body, Header, Query, Request, Response
+from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from kernos.api._auth import Caller
+from kernos.api._problems import problem_responses
 from kernos.api._schemas import (
+    MAX_ID,
+    TEXT,
     CancelIn,
     CancelOut,
     CheckpointOut,
@@ -31,6 +34,7 @@ from kernos.api._schemas import (
 )
 from kernos.api._state import server_state
 from kernos.control._cursor import decode_cursor
+from kernos.errors import UsageError
 from kernos.records import Role, Run, RunStatus
 from kernos.store import RunFilter
 
@@ -38,12 +42,9 @@ __all__ = ["router"]
 
 router = APIRouter()
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing, malformed, expired or revoked credentials"},
-    403: {"description": "The caller's role does not allow this"},
-    404: {"description": "No such object in the caller's tenant"},
-    422: {"description": "Invalid request"},
-}
+_ERRORS = problem_responses(401, 403, 404, 422, 429, 503)
+
+RunId = Annotated[str, Path(min_length=1, max_length=200, pattern=TEXT, description="A run's id")]
 
 
 def _run(run: Run) -> RunOut:
@@ -65,7 +66,11 @@ async def list_workflows(request: Request, caller: Caller) -> list[WorkflowOut]:
 
 
 @router.get("/workflows/{name}", response_model=WorkflowOut, tags=["workflows"], responses=_ERRORS)
-async def get_workflow(request: Request, caller: Caller, name: str) -> WorkflowOut:
+async def get_workflow(
+    request: Request,
+    caller: Caller,
+    name: Annotated[str, Path(min_length=1, max_length=200, pattern=TEXT)],
+) -> WorkflowOut:
     """One registered workflow."""
     return WorkflowOut.model_validate(_service(request).runs.workflow(caller, name).to_dict())
 
@@ -81,7 +86,7 @@ async def get_workflow(request: Request, caller: Caller, name: str) -> WorkflowO
     responses={
         **_ERRORS,
         200: {"model": RunOut, "description": "Idempotent repeat: the run made the first time"},
-        409: {"description": "Idempotency-Key reused for a different request"},
+        **problem_responses(409, s409="Idempotency-Key reused for a different request"),
     },
 )
 async def start_run(
@@ -115,12 +120,13 @@ async def start_run(
 
 def run_filter(
     status: Annotated[RunStatus | None, Query()] = None,
-    workflow: Annotated[str | None, Query(max_length=200)] = None,
-    queue: Annotated[str | None, Query(max_length=100)] = None,
+    workflow: Annotated[str | None, Query(max_length=200, pattern=TEXT)] = None,
+    queue: Annotated[str | None, Query(max_length=100, pattern=TEXT)] = None,
     created_after: Annotated[float | None, Query(ge=0, description="Epoch seconds")] = None,
     created_before: Annotated[float | None, Query(ge=0, description="Epoch seconds")] = None,
     q: Annotated[
-        str | None, Query(max_length=200, description="Substring of id, workflow or error")
+        str | None,
+        Query(max_length=200, pattern=TEXT, description="Substring of id, workflow or error"),
     ] = None,
 ) -> RunFilter:
     """The filter query parameters shared by listing, export and bulk actions."""
@@ -139,23 +145,32 @@ async def list_runs(
     request: Request,
     caller: Caller,
     status: Annotated[RunStatus | None, Query()] = None,
-    workflow: Annotated[str | None, Query(max_length=200)] = None,
-    queue: Annotated[str | None, Query(max_length=100)] = None,
+    workflow: Annotated[str | None, Query(max_length=200, pattern=TEXT)] = None,
+    queue: Annotated[str | None, Query(max_length=100, pattern=TEXT)] = None,
     created_after: Annotated[float | None, Query(ge=0, description="Epoch seconds")] = None,
     created_before: Annotated[float | None, Query(ge=0, description="Epoch seconds")] = None,
     q: Annotated[
-        str | None, Query(max_length=200, description="Substring of id, workflow or error")
+        str | None,
+        Query(max_length=200, pattern=TEXT, description="Substring of id, workflow or error"),
     ] = None,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> RunPage:
     """The tenant's runs, newest first, a page at a time."""
     query = run_filter(status, workflow, queue, created_after, created_before, q)
-    query = RunFilter(
-        **{**_fields(query), "limit": limit, "before": decode_cursor(cursor) if cursor else None}
-    )
+    query = RunFilter(**{**_fields(query), "limit": limit, "before": _cursor(cursor)})
     runs, next_cursor = await _service(request).runs.page(caller, query)
     return RunPage(items=[_run(r) for r in runs], next_cursor=next_cursor)
+
+
+def _cursor(cursor: str | None) -> tuple[float, str] | None:
+    if not cursor:
+        return None
+    try:
+        return decode_cursor(cursor)
+    except UsageError as error:
+        where = {"loc": ["query", "cursor"], "msg": str(error), "type": error.code}
+        raise UsageError(str(error), errors=[where]) from error
 
 
 def _fields(query: RunFilter) -> dict[str, Any]:
@@ -179,11 +194,11 @@ async def export_runs(
     caller: Caller,
     format: Annotated[Literal["csv", "jsonl"], Query()] = "jsonl",
     status: Annotated[RunStatus | None, Query()] = None,
-    workflow: Annotated[str | None, Query(max_length=200)] = None,
-    queue: Annotated[str | None, Query(max_length=100)] = None,
+    workflow: Annotated[str | None, Query(max_length=200, pattern=TEXT)] = None,
+    queue: Annotated[str | None, Query(max_length=100, pattern=TEXT)] = None,
     created_after: Annotated[float | None, Query(ge=0)] = None,
     created_before: Annotated[float | None, Query(ge=0)] = None,
-    q: Annotated[str | None, Query(max_length=200)] = None,
+    q: Annotated[str | None, Query(max_length=200, pattern=TEXT)] = None,
 ) -> StreamingResponse:
     """Every matching run, streamed as CSV or JSON Lines (newest first)."""
     query = run_filter(status, workflow, queue, created_after, created_before, q)
@@ -250,7 +265,7 @@ async def _jsonl(runs: AsyncIterator[Run]) -> AsyncIterator[bytes]:
 
 
 @router.get("/runs/{run_id}", response_model=RunOut, tags=["runs"], responses=_ERRORS)
-async def get_run(request: Request, caller: Caller, run_id: str) -> RunOut:
+async def get_run(request: Request, caller: Caller, run_id: RunId) -> RunOut:
     """One run."""
     return _run(await _service(request).runs.get(caller, run_id))
 
@@ -258,7 +273,7 @@ async def get_run(request: Request, caller: Caller, run_id: str) -> RunOut:
 @router.get(
     "/runs/{run_id}/journal", response_model=list[EntryOut], tags=["runs"], responses=_ERRORS
 )
-async def get_journal(request: Request, caller: Caller, run_id: str) -> list[EntryOut]:
+async def get_journal(request: Request, caller: Caller, run_id: RunId) -> list[EntryOut]:
     """A run's journal entries, in order."""
     entries = await _service(request).runs.journal(caller, run_id)
     return [EntryOut.model_validate(e.to_dict()) for e in entries]
@@ -270,7 +285,7 @@ async def get_journal(request: Request, caller: Caller, run_id: str) -> list[Ent
     tags=["runs"],
     responses=_ERRORS,
 )
-async def get_checkpoints(request: Request, caller: Caller, run_id: str) -> list[CheckpointOut]:
+async def get_checkpoints(request: Request, caller: Caller, run_id: RunId) -> list[CheckpointOut]:
     """A run's named checkpoints; ``intact`` says whether each state matches its checksum."""
     found = await _service(request).runs.checkpoints(caller, run_id)
     return [CheckpointOut.model_validate(c.to_dict()) for c in found]
@@ -282,8 +297,8 @@ async def get_checkpoints(request: Request, caller: Caller, run_id: str) -> list
 async def get_run_events(
     request: Request,
     caller: Caller,
-    run_id: str,
-    after: Annotated[int, Query(ge=0, description="Only events with a higher id")] = 0,
+    run_id: RunId,
+    after: Annotated[int, Query(ge=0, le=MAX_ID, description="Only events with a higher id")] = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
 ) -> list[EventOut]:
     """A run's events, oldest first (use /events for a live stream)."""
@@ -298,7 +313,7 @@ async def get_run_events(
     responses=_ERRORS,
 )
 async def cancel_run(
-    request: Request, caller: Caller, run_id: str, body: Annotated[CancelIn | None, Body()] = None
+    request: Request, caller: Caller, run_id: RunId, body: Annotated[CancelIn | None, Body()] = None
 ) -> CancelOut:
     """Cancel a run and its unfinished descendants (a finished run is left as it is)."""
     reason = body.reason if body is not None else f"cancelled by {caller.actor}"
@@ -306,13 +321,13 @@ async def cancel_run(
 
 
 @router.post("/runs/{run_id}/pause", response_model=RunOut, tags=["runs"], responses=_ERRORS)
-async def pause_run(request: Request, caller: Caller, run_id: str) -> RunOut:
+async def pause_run(request: Request, caller: Caller, run_id: RunId) -> RunOut:
     """Pause a run: at once when idle, at its next step boundary when executing."""
     return _run(await _service(request).runs.pause(caller, run_id))
 
 
 @router.post("/runs/{run_id}/resume", response_model=RunOut, tags=["runs"], responses=_ERRORS)
-async def resume_run(request: Request, caller: Caller, run_id: str) -> RunOut:
+async def resume_run(request: Request, caller: Caller, run_id: RunId) -> RunOut:
     """Resume a paused run."""
     return _run(await _service(request).runs.resume(caller, run_id))
 
@@ -321,9 +336,9 @@ async def resume_run(request: Request, caller: Caller, run_id: str) -> RunOut:
     "/runs/{run_id}/messages",
     status_code=202,
     tags=["runs"],
-    responses={**_ERRORS, 409: {"description": "The run has finished"}},
+    responses={**_ERRORS, **problem_responses(409, s409="The run has finished")},
 )
-async def send_message(request: Request, caller: Caller, run_id: str, body: SendIn) -> Response:
+async def send_message(request: Request, caller: Caller, run_id: RunId, body: SendIn) -> Response:
     """Send a message to a run; ``kernos.recv(topic)`` in the run receives it."""
     await _service(request).runs.send(caller, run_id, body.payload, body.topic)
     return Response(status_code=202)
@@ -334,9 +349,9 @@ async def send_message(request: Request, caller: Caller, run_id: str, body: Send
     response_model=RunOut,
     status_code=201,
     tags=["runs"],
-    responses={**_ERRORS, 409: {"description": "Checkpoint state is corrupt"}},
+    responses={**_ERRORS, **problem_responses(409, s409="Checkpoint state is corrupt")},
 )
-async def fork_run(request: Request, caller: Caller, run_id: str, body: ForkIn) -> RunOut:
+async def fork_run(request: Request, caller: Caller, run_id: RunId, body: ForkIn) -> RunOut:
     """Fork a run at a journal entry or checkpoint, optionally with an edited result there."""
     return _run(
         await _service(request).runs.fork(
@@ -346,7 +361,7 @@ async def fork_run(request: Request, caller: Caller, run_id: str, body: ForkIn) 
 
 
 @router.post("/runs/{run_id}/replay", response_model=ReplayOut, tags=["runs"], responses=_ERRORS)
-async def replay_run(request: Request, caller: Caller, run_id: str) -> ReplayOut:
+async def replay_run(request: Request, caller: Caller, run_id: RunId) -> ReplayOut:
     """Re-execute a run's code against its journal without side effects; report divergence."""
     report = await _service(request).runs.replay(caller, run_id)
     return ReplayOut.model_validate(report.to_dict())
@@ -356,9 +371,9 @@ async def replay_run(request: Request, caller: Caller, run_id: str) -> ReplayOut
     "/runs/{run_id}",
     response_model=PurgeOut,
     tags=["runs"],
-    responses={**_ERRORS, 409: {"description": "The run has not finished"}},
+    responses={**_ERRORS, **problem_responses(409, s409="The run has not finished")},
 )
-async def purge_run(request: Request, caller: Caller, run_id: str) -> PurgeOut:
+async def purge_run(request: Request, caller: Caller, run_id: RunId) -> PurgeOut:
     """Delete a finished run's data for good: journal, events, messages, blobs (admin)."""
     return PurgeOut(deleted=await _service(request).runs.purge(caller, run_id))
 

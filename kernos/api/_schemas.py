@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,6 +28,8 @@ __all__ = [
     "MeOut",
     "MemberIn",
     "PasswordIn",
+    "Problem",
+    "ProblemError",
     "PurgeOut",
     "QueueOut",
     "ReplayOut",
@@ -50,6 +52,31 @@ __all__ = [
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$"
 _QUEUE = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$"
 _USERNAME = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+# Names, ids and search text: no control characters. PostgreSQL cannot store or
+# compare NUL in text, and none of these has a use for the others.
+TEXT = r"^[^\x00-\x1f\x7f]*$"
+# Free text (reasons, labels): anything but NUL.
+PROSE = r"^[^\x00]*$"
+MAX_ID = 2**63 - 1  # ids and counters are 64-bit in the store
+
+
+class ProblemError(BaseModel):
+    """Where a request was invalid and why."""
+
+    loc: list[str | int] = Field(description="Path to the bad value, e.g. body.input.name")
+    msg: str
+    type: str = Field(description="A stable error type, e.g. missing or string_type")
+
+
+class Problem(BaseModel):
+    """An error, as RFC 9457 problem details (``application/problem+json``)."""
+
+    type: str = Field(description="A URI naming the kind of problem; its last segment is a code")
+    title: str
+    status: int
+    detail: str = Field(description="What happened and what to do next")
+    errors: list[ProblemError] | None = Field(None, description="Each invalid value")
+    request_id: str | None = Field(None, description="Quote it when reporting a server error")
 
 
 class _In(BaseModel):
@@ -111,17 +138,19 @@ class RunFilterIn(_In):
     """Which runs a bulk action applies to (all fields optional; they combine with AND)."""
 
     status: RunStatus | None = None
-    workflow: str | None = Field(None, max_length=200)
-    queue: str | None = Field(None, max_length=100)
+    workflow: str | None = Field(None, max_length=200, pattern=TEXT)
+    queue: str | None = Field(None, max_length=100, pattern=TEXT)
     created_after: float | None = Field(None, ge=0)
     created_before: float | None = Field(None, ge=0)
-    q: str | None = Field(None, max_length=200, description="Substring of id, workflow or error")
+    q: str | None = Field(
+        None, max_length=200, pattern=TEXT, description="Substring of id, workflow or error"
+    )
 
 
 class CancelIn(_In):
     """Why a run is cancelled."""
 
-    reason: str = Field("cancelled by request", max_length=500)
+    reason: str = Field("cancelled by request", max_length=500, pattern=PROSE)
 
 
 class CancelOut(BaseModel):
@@ -134,13 +163,16 @@ class SendIn(_In):
     """A message for a run waiting in ``kernos.recv``."""
 
     payload: Any = None
-    topic: str = Field("default", min_length=1, max_length=200)
+    topic: str = Field("default", min_length=1, max_length=200, pattern=TEXT)
 
 
 class ForkIn(_In):
     """Where to fork and, optionally, the result to use at that entry instead."""
 
-    at: int | str = Field(description="A journal seq (0-based) or a checkpoint name")
+    at: (
+        Annotated[int, Field(ge=0, le=MAX_ID)]
+        | Annotated[str, Field(min_length=1, max_length=200, pattern=TEXT)]
+    ) = Field(description="A journal seq (0-based) or a checkpoint name")
     patch: Any = Field(None, description="Replacement result for the entry at `at`")
     patched: bool = Field(
         False, description="Set true to use `patch` (so that null can be a patch too)"
@@ -246,9 +278,9 @@ class WorkerOut(BaseModel):
 class LoginIn(_In):
     """Sign in with a username and password."""
 
-    username: str = Field(min_length=1, max_length=63)
+    username: str = Field(min_length=1, max_length=63, pattern=TEXT)
     password: str = Field(min_length=1, max_length=1024)
-    tenant: str | None = Field(None, max_length=63)
+    tenant: str | None = Field(None, max_length=63, pattern=TEXT)
     token: bool = Field(
         False,
         description="true: return a short-lived bearer token for scripts and set no cookie",
@@ -312,7 +344,7 @@ class UserOut(BaseModel):
 class KeyIn(_In):
     """A new API key."""
 
-    name: str = Field(min_length=1, max_length=100)
+    name: str = Field(min_length=1, max_length=100, pattern=PROSE)
     role: Role = Role.VIEWER
     expires_in: float | None = Field(None, gt=0, le=10 * 366 * 86400, description="Seconds")
 
@@ -349,7 +381,7 @@ class TenantIn(_In):
     """A new tenant."""
 
     tenant_id: str = Field(pattern=_USERNAME)
-    name: str = Field("", max_length=200)
+    name: str = Field("", max_length=200, pattern=PROSE)
 
 
 class TenantOut(BaseModel):

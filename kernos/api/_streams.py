@@ -32,7 +32,8 @@ from kernos import errors
 from kernos.api._auth import Caller, credentials_of, websocket_principal
 from kernos.api._hub import EndReason, StreamEvent, Subscription
 from kernos.api._metrics import Metrics
-from kernos.api._problems import problem_response
+from kernos.api._problems import problem_response, problem_responses
+from kernos.api._schemas import MAX_ID, TEXT
 from kernos.api._state import ServerState, server_state
 from kernos.control import Principal
 from kernos.records import Role
@@ -48,6 +49,10 @@ WRITE_TIMEOUT_S = 30.0  # a client that accepts no data for this long is dropped
 MAX_BATCH = 500  # events per write
 MAX_KINDS = 50
 MAX_SOCKET_SUBSCRIPTIONS = 32
+
+# An event kind in a filter: ids and names never hold control characters (and
+# PostgreSQL cannot compare text with NUL in it).
+_Kind = Annotated[str, Field(min_length=1, max_length=200, pattern=TEXT)]
 
 # WebSocket close codes
 CLOSE_POLICY = 1008  # authentication or cross-site handshake refused
@@ -198,28 +203,39 @@ _SSE_DESCRIPTION = (
                 "text/event-stream": {"schema": {"type": "string"}, "example": _SSE_EXAMPLE}
             },
         },
-        401: {"description": "Missing, malformed, expired or revoked credentials"},
-        403: {"description": "The caller's role does not allow this"},
-        422: {"description": "Invalid filter or Last-Event-ID"},
-        429: {"description": "Too many requests for this credential"},
-        503: {"description": "The event stream is not running (server starting or stopping)"},
+        **problem_responses(
+            401,
+            403,
+            422,
+            429,
+            503,
+            s422="Invalid filter or Last-Event-ID",
+            s503="The event stream is not running (server starting or stopping)",
+        ),
     },
 )
 async def stream_events(
     request: Request,
     caller: Caller,
-    run_id: Annotated[str | None, Query(max_length=200, description="Only this run")] = None,
+    run_id: Annotated[
+        str | None, Query(max_length=200, pattern=TEXT, description="Only this run")
+    ] = None,
     workflow: Annotated[
-        str | None, Query(max_length=200, description="Only runs of this workflow")
+        str | None,
+        Query(max_length=200, pattern=TEXT, description="Only runs of this workflow"),
     ] = None,
     kind: Annotated[
-        list[str] | None,
-        Query(description="Only these kinds (repeat the parameter for several)"),
+        list[_Kind] | None,
+        Query(
+            max_length=MAX_KINDS,
+            description="Only these kinds (repeat the parameter for several)",
+        ),
     ] = None,
     last_event_id: Annotated[
         int | None,
         Query(
             ge=0,
+            le=MAX_ID,
             description="Resume after this event id, for clients that cannot set the "
             "Last-Event-ID header (the header wins when both are sent)",
         ),
@@ -229,6 +245,7 @@ async def stream_events(
         Header(
             alias="Last-Event-ID",
             ge=0,
+            le=MAX_ID,
             description="Resume after this event id (browsers send it when they reconnect)",
         ),
     ] = None,
@@ -287,10 +304,10 @@ class SubscribeMessage(BaseModel):
 
     type: Literal["subscribe"]
     id: str = Field(min_length=1, max_length=100)
-    last_event_id: int | None = Field(default=None, ge=0)
-    run_id: str | None = Field(default=None, max_length=200)
-    workflow: str | None = Field(default=None, max_length=200)
-    kinds: list[str] | None = Field(default=None, max_length=MAX_KINDS)
+    last_event_id: int | None = Field(default=None, ge=0, le=MAX_ID)
+    run_id: str | None = Field(default=None, max_length=200, pattern=TEXT)
+    workflow: str | None = Field(default=None, max_length=200, pattern=TEXT)
+    kinds: list[_Kind] | None = Field(default=None, max_length=MAX_KINDS)
 
 
 class UnsubscribeMessage(BaseModel):

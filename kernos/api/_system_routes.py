@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from kernos.api._auth import SESSION_COOKIE, Caller
-from kernos.api._problems import problem_response
+from kernos.api._problems import problem_response, problem_responses
 from kernos.api._schemas import LoginIn, LoginOut, MeOut
 from kernos.api._state import server_state
 from kernos.errors import KernosError
@@ -20,10 +20,9 @@ router = APIRouter()
     "/auth/login",
     response_model=LoginOut,
     tags=["auth"],
-    responses={
-        401: {"description": "Wrong username or password"},
-        429: {"description": "Too many attempts; see Retry-After"},
-    },
+    responses=problem_responses(
+        401, 422, 429, s401="Wrong username or password", s429="Too many attempts; see Retry-After"
+    ),
 )
 async def login(request: Request, response: Response, body: LoginIn) -> LoginOut:
     """Sign in. Sets an HTTP-only session cookie (or, with ``token: true``, returns a
@@ -60,7 +59,9 @@ async def login(request: Request, response: Response, body: LoginIn) -> LoginOut
     )
 
 
-@router.post("/auth/logout", status_code=204, tags=["auth"])
+@router.post(
+    "/auth/logout", status_code=204, tags=["auth"], responses=problem_responses(401, 403, 429)
+)
 async def logout(request: Request, caller: Caller) -> Response:
     """End the current session (cookie or token); API keys are revoked under /keys instead."""
     state = server_state(request)
@@ -72,7 +73,7 @@ async def logout(request: Request, caller: Caller) -> Response:
     return response
 
 
-@router.get("/auth/me", response_model=MeOut, tags=["auth"])
+@router.get("/auth/me", response_model=MeOut, tags=["auth"], responses=problem_responses(401, 429))
 async def me(request: Request, caller: Caller) -> MeOut:
     """Who the credentials belong to, in which tenant, with which role."""
     return MeOut(
@@ -98,7 +99,7 @@ async def healthz() -> dict[str, str]:
     tags=["health"],
     responses={
         200: {"description": "Store reachable and schema current"},
-        503: {"description": "Not ready; the detail says why"},
+        **problem_responses(503, s503="Not ready; the detail says why"),
     },
 )
 async def readyz(request: Request) -> JSONResponse:
@@ -121,7 +122,10 @@ async def readyz(request: Request) -> JSONResponse:
     "/metrics",
     tags=["health"],
     response_class=PlainTextResponse,
-    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus exposition"}},
+    responses={
+        200: {"content": {"text/plain": {}}, "description": "Prometheus exposition"},
+        **problem_responses(401, 403, 429),
+    },
 )
 async def metrics(request: Request, caller: Caller) -> PlainTextResponse:
     """Prometheus metrics of this server and its store (installation admins: the admin

@@ -27,6 +27,8 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
         created_at, run_id = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
         if not isinstance(run_id, str) or not isinstance(created_at, int | float):
             raise ValueError(cursor)
+        if any(ord(c) < 32 or ord(c) == 127 for c in run_id):  # never in a run id
+            raise ValueError(cursor)
     except (ValueError, TypeError, orjson.JSONDecodeError) as error:
         raise UsageError(
             "invalid cursor: pass back the 'next_cursor' of the previous page unchanged",
