@@ -14,10 +14,15 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from starlette.routing import BaseRoute, WebSocketRoute
 
 from kernos.records import RunStatus
+
+# For behaviour that does not depend on the store (validation, middleware, limits
+# kept in memory): run on SQLite only, to keep the suite fast.
+SQLITE_ONLY = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 
 # Answer without credentials, by design (documented in the API description).
 PUBLIC = frozenset(

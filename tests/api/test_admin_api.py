@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from api_support import Live
-from routes_support import PUBLIC, assert_problem, http_routes, wait_status
+from routes_support import PUBLIC, SQLITE_ONLY, assert_problem, http_routes, wait_status
 
 from kernos.control import parse_api_key
 from kernos.records import Role
@@ -69,6 +69,7 @@ async def test_users_create_list_update_and_remove(live: Live) -> None:
         assert_problem(await admin.patch("/users/ghost", json={"role": "viewer"}), 404)
 
 
+@SQLITE_ONLY
 async def test_the_last_admin_cannot_be_demoted_disabled_or_removed(live: Live) -> None:
     async with live.client(live.admin_key) as admin:
         for request in (
@@ -82,6 +83,7 @@ async def test_the_last_admin_cannot_be_demoted_disabled_or_removed(live: Live) 
         assert (await admin.patch("/users/admin", json={"role": "operator"})).status_code == 200
 
 
+@SQLITE_ONLY
 async def test_changing_ones_own_password(live: Live) -> None:
     async with live.client(live.admin_key) as admin:
         await _user(admin, "pat")

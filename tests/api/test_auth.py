@@ -17,6 +17,7 @@ import pytest
 from api_support import Live
 from routes_support import (
     PUBLIC,
+    SQLITE_ONLY,
     assert_no_leak,
     assert_problem,
     fill,
@@ -96,6 +97,7 @@ async def test_every_route_refuses_every_bad_credential(live: Live) -> None:
     assert not failures, "\n".join(failures)
 
 
+@SQLITE_ONLY
 async def test_public_routes_answer_without_credentials(live: Live) -> None:
     """The documented public routes are exactly those that need no credentials."""
     served = set(http_routes(live.server.api))
@@ -110,6 +112,7 @@ async def test_public_routes_answer_without_credentials(live: Live) -> None:
                 assert response.status_code == 200, (path, response.text)
 
 
+@SQLITE_ONLY
 async def test_openapi_declares_security_on_every_protected_operation(live: Live) -> None:
     async with httpx.AsyncClient(base_url=live.url) as client:
         document = (await client.get("/api/v1/openapi.json")).json()
@@ -138,6 +141,7 @@ async def test_websocket_refuses_bad_credentials(live: Live) -> None:
         assert closed.value.rcvd.code == 1008, (name, closed.value.rcvd)
 
 
+@SQLITE_ONLY
 async def test_a_valid_key_works_in_either_header(live: Live) -> None:
     async with httpx.AsyncClient(base_url=live.url + "/api/v1") as client:
         for headers in (
@@ -194,6 +198,7 @@ async def test_session_cookie_needs_csrf_for_writes_and_logout_ends_it(live: Liv
         assert_problem(gone, 401, "unauthenticated")
 
 
+@SQLITE_ONLY
 async def test_token_login_for_scripts_and_logout(live: Live) -> None:
     async with httpx.AsyncClient(base_url=live.url + "/api/v1") as client:
         response = await client.post(
@@ -214,6 +219,7 @@ async def test_token_login_for_scripts_and_logout(live: Live) -> None:
         assert_problem(await client.get("/auth/me", headers=bearer), 401)
 
 
+@SQLITE_ONLY
 async def test_wrong_password_and_unknown_user_answer_alike(live: Live) -> None:
     async with httpx.AsyncClient(base_url=live.url + "/api/v1") as client:
         wrong = await client.post(

@@ -14,10 +14,10 @@ import httpx
 import orjson
 import pytest
 from api_support import Live, live_server
-from routes_support import assert_no_leak, assert_problem
+from routes_support import SQLITE_ONLY, assert_no_leak, assert_problem
 
 from kernos.api import ServerSettings
-from kernos.control import parse_api_key
+from kernos.control import Authenticator, parse_api_key
 from kernos.records import Role
 
 
@@ -31,9 +31,17 @@ async def _login(client: httpx.AsyncClient, username: str, password: str) -> htt
     return await client.post("/auth/login", json={"username": username, "password": password})
 
 
+def _strict_sign_in(live: Live) -> None:
+    """Allow 3 sign-in attempts a minute (not 10): each refused one costs a password hash."""
+    service = live.service
+    service.auth = Authenticator(service.app.store, auditor=service.audit, login_limit=(3, 60.0))
+
+
+@SQLITE_ONLY
 async def test_sign_in_is_rate_limited_per_address(live: Live) -> None:
+    _strict_sign_in(live)
     async with _from(live, "10.0.0.1") as attacker, _from(live, "10.0.0.2") as bystander:
-        for i in range(10):  # a different user each time: the address is what counts
+        for i in range(3):  # a different user each time: the address is what counts
             assert_problem(await _login(attacker, f"user{i}", "guess"), 401)
         limited = await _login(attacker, "admin", live.admin_password)
         body = assert_problem(limited, 429, "rate_limited")
@@ -43,8 +51,10 @@ async def test_sign_in_is_rate_limited_per_address(live: Live) -> None:
         assert (await _login(bystander, "admin", live.admin_password)).status_code == 200
 
 
+@SQLITE_ONLY
 async def test_sign_in_is_rate_limited_per_user(live: Live) -> None:
-    for i in range(10):
+    _strict_sign_in(live)
+    for i in range(3):
         async with _from(live, f"10.1.0.{i}") as client:
             assert_problem(await _login(client, "admin", "guess"), 401)
     async with _from(live, "10.1.0.99") as client:
@@ -55,6 +65,7 @@ async def test_sign_in_is_rate_limited_per_user(live: Live) -> None:
         assert (await _login(client, "someone-else", "guess")).status_code == 401
 
 
+@SQLITE_ONLY
 async def test_requests_are_rate_limited_per_credential(store_url: str) -> None:
     settings = ServerSettings(key_rate=(5, 60.0))
     async with live_server(store_url, settings=settings) as live:
@@ -87,6 +98,7 @@ def _start_body(size: int) -> bytes:
     return head + b"x" * (size - len(head) - len(tail)) + tail
 
 
+@SQLITE_ONLY
 async def test_oversized_bodies_get_413_declared_or_streamed(small_limits: Live) -> None:
     live = small_limits
     json = {"Content-Type": "application/json"}
@@ -113,6 +125,7 @@ async def test_oversized_bodies_get_413_declared_or_streamed(small_limits: Live)
         assert len(listed) == 1  # only the request within the limit did anything
 
 
+@SQLITE_ONLY
 async def test_oversized_headers_get_431(small_limits: Live) -> None:
     live = small_limits
     async with live.client(live.admin_key) as client:
@@ -125,6 +138,7 @@ async def test_oversized_headers_get_431(small_limits: Live) -> None:
         assert_problem(await client.get("/healthz", headers={"X-Note": "x" * 3000}), 431)
 
 
+@SQLITE_ONLY
 async def test_default_limits(live: Live) -> None:
     # Declare 2 MiB and send none of it: the answer must not wait for the body.
     host, port = live.url.removeprefix("http://").split(":")
@@ -240,6 +254,7 @@ async def test_malformed_input_gets_a_precise_422(live: Live) -> None:
     assert not failures, "\n".join(failures)
 
 
+@SQLITE_ONLY
 async def test_an_unexpected_error_answers_500_without_internals(
     live: Live, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -315,6 +330,7 @@ async def test_secrets_never_appear_in_logs_events_audit_or_errors(
         assert "Traceback" not in body
 
 
+@SQLITE_ONLY
 async def test_problem_shape_is_the_same_everywhere(live: Live) -> None:
     """401, 403, 404, 405, 409, 413, 422, 429 and a route that does not exist."""
     viewer = await live.key(Role.VIEWER)

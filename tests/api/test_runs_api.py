@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import orjson
 from api_support import Live, greet
-from routes_support import assert_problem, wait_status
+from routes_support import SQLITE_ONLY, assert_problem, wait_status
 
 import kernos
 from kernos.records import Role
@@ -44,6 +44,7 @@ async def _start(client: httpx.AsyncClient, body: dict[str, Any], **headers: str
     return run
 
 
+@SQLITE_ONLY
 async def test_workflows_are_listed_with_their_input_schemas(live: Live) -> None:
     async with live.client(live.admin_key) as client:
         listed = (await client.get("/workflows")).json()
@@ -88,6 +89,7 @@ async def test_start_is_idempotent_per_key_and_tenant(live: Live) -> None:
         assert theirs.status_code == 201 and theirs.json()["run_id"] != first["run_id"]
 
 
+@SQLITE_ONLY
 async def test_start_validates_input_against_the_workflow_signature(live: Live) -> None:
     cases: list[tuple[dict[str, Any], list[Any], str]] = [
         ({"workflow": "api_greet", "input": {}}, ["body", "input", "name"], "missing"),

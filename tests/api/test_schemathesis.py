@@ -30,8 +30,8 @@ from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis.errors import Unsatisfiable  # noqa: E402
 from schemathesis import GenerationMode  # noqa: E402
 
-POSITIVE_EXAMPLES = 30
-NEGATIVE_EXAMPLES = 15
+POSITIVE_EXAMPLES = 25
+NEGATIVE_EXAMPLES = 10
 STREAMS = {("GET", "/api/v1/events")}
 
 
