@@ -112,8 +112,15 @@ class ToolCalls:
         async def call(call: dict[str, str]) -> dict[str, Any]:
             return await self._call(name, call)
 
+        # Written behind: the next model call overlaps the commit of the results it
+        # reads; the next tool call (a side effect) waits for it.
         return Step(
-            call, name=name, retry=RetryPolicy.of(0), timeout=self.timeout, kind=EntryKind.TOOL
+            call,
+            name=name,
+            retry=RetryPolicy.of(0),
+            timeout=self.timeout,
+            kind=EntryKind.TOOL,
+            write_behind=True,
         )
 
     async def _call(self, name: str, call: dict[str, str]) -> dict[str, Any]:

@@ -329,7 +329,10 @@ class RunContext:
         if entry is not None:
             return settled_value(entry, step.return_type)
         engine = self._live()
-        if self._unawaited:  # a checkpoint taken just before must be durable before side effects
+        # What was written without waiting (checkpoints, write-behind steps) must be
+        # durable before side effects. A model call is not one: repeating it after a
+        # crash costs tokens, nothing else, so it may overlap those commits.
+        if self._unawaited and kind is not EntryKind.LLM:
             await self.flush()
         attempts: list[dict[str, Any]] = []
         started = engine.clock()
@@ -416,22 +419,24 @@ class RunContext:
                 },
                 what="event",
             )
-        await self.write(
-            self._entry(
-                seq,
-                kind,
-                step.name,
-                status=EntryStatus.OK.value,
-                args_hash=arg_hash,
-                output=text,
-                attempts=encode(attempts, what="attempts") if attempts else None,
-                detail=_detail_text(scope),
-                started_at=started,
-                finished_at=finished,
-                event_kind=f"{kind.value}.completed",
-                event_data=event_data,
-            )
+        write = self._entry(
+            seq,
+            kind,
+            step.name,
+            status=EntryStatus.OK.value,
+            args_hash=arg_hash,
+            output=text,
+            attempts=encode(attempts, what="attempts") if attempts else None,
+            detail=_detail_text(scope),
+            started_at=started,
+            finished_at=finished,
+            event_kind=f"{kind.value}.completed",
+            event_data=event_data,
         )
+        if step.write_behind:
+            self._unawaited.append(engine.writer.submit(write))
+        else:
+            await self.write(write)
         if type(value) in _PLAIN_RESULTS:
             return value
         return restore(decode(text), step.return_type)

@@ -56,6 +56,14 @@ class Step(Generic[P, R]):
     compared on recovery and replay. For calls whose arguments are large and
     can be summarized cheaply (a model call summarizes its conversation by a
     running digest instead of re-hashing every message each turn).
+
+    ``write_behind`` returns a successful result as soon as its entry is queued
+    for the journal, instead of once it is durable. Whatever the run does next
+    that has side effects (a step, a wait, a child, the run's end) first waits
+    until the entry is durable; only model calls (``llm`` steps) may start
+    meanwhile, which hides the commit behind the model's latency. A crash
+    before the commit runs the step again on recovery, as a crash just before
+    it returned would; at worst a model call is repeated too.
     """
 
     def __init__(
@@ -67,6 +75,7 @@ class Step(Generic[P, R]):
         timeout: float | None,
         kind: EntryKind = EntryKind.STEP,
         key: Callable[..., Any] | None = None,
+        write_behind: bool = False,
     ) -> None:
         if kind not in _STEP_KINDS:
             raise RegistrationError(
@@ -78,6 +87,7 @@ class Step(Generic[P, R]):
         self.timeout = timeout
         self.kind = kind
         self.key = key
+        self.write_behind = write_behind
         self.is_async = inspect.iscoroutinefunction(fn)
         self.return_type = _annotations(fn)[0]
         functools.update_wrapper(self, fn)

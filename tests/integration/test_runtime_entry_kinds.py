@@ -3,6 +3,8 @@ a run: what the agent layer builds on. Every test runs on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -259,3 +261,84 @@ async def test_a_step_key_identifies_the_call_in_place_of_its_arguments(
     finally:
         kernos.runtime.registry.workflows["rt_kinds.keyed"] = keyed
     assert report.divergence is not None and report.divergence.reason == "args"
+
+
+GATE: dict[str, asyncio.Event] = {}
+SEEN: dict[str, list[int]] = {}
+
+
+async def _behind(n: int) -> int:
+    CALLS["behind"] += 1
+    return n
+
+
+async def _peek(n: int) -> int:
+    # What the journal holds while this body runs (read through the store).
+    app = kernos.Kernos.current()
+    SEEN.setdefault("peek", []).append(len(await app.store.load_journal("behind")))
+    GATE["open"].set()
+    return n
+
+
+behind = kernos.Step(
+    _behind,
+    name="behind",
+    retry=kernos.RetryPolicy.of(0),
+    timeout=None,
+    kind=EntryKind.TOOL,
+    write_behind=True,
+)
+peek_llm = kernos.Step(
+    _peek, name="peek", retry=kernos.RetryPolicy.of(0), timeout=None, kind=EntryKind.LLM
+)
+peek_step = kernos.Step(_peek, name="peek", retry=kernos.RetryPolicy.of(0), timeout=None)
+
+
+@kernos.workflow(name="rt_kinds.write_behind")
+async def write_behind(model_next: bool) -> list[int]:
+    first = await behind(1)
+    second = await (peek_llm(2) if model_next else peek_step(2))
+    return [first, second]
+
+
+@pytest.mark.parametrize("model_next", [True, False])
+async def test_a_write_behind_entry_is_durable_before_anything_but_a_model_call(
+    app: kernos.Kernos, model_next: bool
+) -> None:
+    GATE["open"] = asyncio.Event()
+    SEEN.clear()
+    apply = app.store.apply
+
+    async def gated(writes: Any) -> Any:
+        # The write-behind entry commits only once a later body opened the gate,
+        # or after a moment when nothing will (the flush must wait for it).
+        if any(getattr(w, "name", None) == "behind" for w in writes):
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await GATE["open"].wait()
+        return await apply(writes)
+
+    app.store.apply = gated  # type: ignore[method-assign]
+    handle = await app.start(write_behind, model_next, run_id="behind")
+    assert await handle.result(timeout=10) == [1, 2]
+    # A model call started while the entry was still queued; a step waited for it.
+    assert SEEN["peek"] == ([0] if model_next else [1])
+    journal = await app.journal("behind")
+    assert [(e.seq, e.kind, e.status) for e in journal] == [
+        (0, EntryKind.TOOL, EntryStatus.OK),
+        (1, EntryKind.LLM if model_next else EntryKind.STEP, EntryStatus.OK),
+    ]
+
+
+async def test_a_run_ending_after_a_write_behind_step_waits_for_its_entry(
+    app: kernos.Kernos,
+) -> None:
+    handle = await app.start(only_behind, run_id="only")
+    assert await handle.result(timeout=10) == 7
+    [entry] = await app.journal("only")
+    assert entry.status is EntryStatus.OK and entry.output == 7
+
+
+@kernos.workflow(name="rt_kinds.only_behind")
+async def only_behind() -> int:
+    return int(await behind(7))
