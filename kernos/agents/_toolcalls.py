@@ -138,7 +138,7 @@ class ToolCalls:
                     "call_id": call.get("id"),
                     "decision": decision,
                     "reason": reason,
-                    "sandbox": _sandbox_of(self.tools.get(name)),
+                    "sandbox": await _sandbox_of(self.tools.get(name)),
                     "latency_ms": latency_ms,
                 },
                 event={
@@ -178,7 +178,15 @@ class ToolCalls:
         return await tool.invoke(arguments), decision.action.value, decision.reason
 
 
-def _sandbox_of(tool: tools.Tool[..., Any] | None) -> str | None:
-    """The sandbox a tool runs in, when it says (a ``sandbox`` text attribute)."""
+async def _sandbox_of(tool: tools.Tool[..., Any] | None) -> str | None:
+    """The sandbox a tool runs in: for the shell tool, the one it chose here
+    (``bubblewrap``, or the weaker ``landlock+seccomp``); else a ``sandbox``
+    text attribute of the tool, if it has one."""
+    owner = getattr(getattr(tool, "function", None), "__self__", None)
+    if isinstance(owner, tools.ShellTool):
+        try:
+            return await owner.sandbox()  # probed once per process, then remembered
+        except errors.SandboxError:
+            return None
     sandbox = getattr(tool, "sandbox", None)
     return sandbox if isinstance(sandbox, str) else None

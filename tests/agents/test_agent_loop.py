@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import tempfile
 from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from agent_support import KEY, MODEL, tool_messages, until
@@ -508,3 +512,27 @@ async def test_usage_is_summed_per_run_agent_and_tenant_from_the_journal(
     acme = await agents.usage_ledger(app, tenant="acme")
     assert acme.total() == a.usage and acme.calls == 2
     assert (await agents.usage_ledger(app, agent=second.name)).total() == b.usage
+
+
+@pytest.fixture
+def workspace() -> Iterator[Path]:
+    """A workspace the sandbox user can reach (pytest's tmp_path parents are private)."""
+    path = Path(tempfile.mkdtemp(prefix="kernos-agent-ws-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+async def test_a_shell_tool_call_records_its_sandbox(
+    app: kernos.Kernos, fake: FakeOpenAI, make_agent: MakeAgent, workspace: Path
+) -> None:
+    shell = tools.ShellTool(workspace)
+    agent = make_agent(tools=[tools.Tool(shell.run, name="shell")])
+    fake.reply(tool_calls=[FakeToolCall(name="shell", arguments={"command": "echo hi"})])
+    fake.reply("it said hi")
+    handle = await agent.start(app, "say hi")
+    assert (await handle.result(timeout=30)).ok
+    [entry] = [e for e in await app.journal(handle.run_id) if e.kind is EntryKind.TOOL]
+    assert isinstance(entry.detail, dict) and isinstance(entry.output, dict)
+    assert entry.detail["sandbox"] in ("bubblewrap", "landlock+seccomp")
+    assert json.loads(entry.output["content"])["stdout"] == "hi\n"
