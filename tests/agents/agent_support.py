@@ -7,11 +7,14 @@ from collections.abc import Callable
 from typing import Any
 
 import kernos
-from kernos import llm
+from kernos import agents, llm
 from kernos.testing import FakeServer
 
 KEY = "sk-agent-test-0123456789"
 MODEL = "openai:gpt-4o-mini"
+
+MakeAgent = Callable[..., agents.Agent]
+"""The ``make_agent`` fixture: ``make_agent(tools=[...], budget=..., ...)`` builds an agent."""
 
 
 def source(fake: FakeServer, model: str = MODEL) -> Callable[[], llm.Provider]:

@@ -8,17 +8,16 @@ is process-wide) and are closed after it.
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from agent_support import MODEL, new_app, source
+from agent_support import MODEL, MakeAgent, new_app, source
 
 import kernos
 from kernos import agents
 from kernos.testing import FakeOpenAI
 
-MakeAgent = Callable[..., agents.Agent]
 _numbers = itertools.count()
 
 

@@ -16,8 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from agent_support import KEY, MODEL, tool_messages, until
-from conftest import MakeAgent
+from agent_support import KEY, MODEL, MakeAgent, tool_messages, until
 from pydantic import BaseModel
 
 import kernos

@@ -7,8 +7,7 @@ import json
 from collections import Counter
 
 import pytest
-from agent_support import tool_messages
-from conftest import MakeAgent
+from agent_support import MakeAgent, tool_messages
 
 import kernos
 from kernos import agents, llm, tools
