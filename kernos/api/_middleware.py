@@ -160,7 +160,22 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, observed_send)
         finally:
-            route: Any = scope.get("route")
-            template = getattr(route, "path_format", None) or "unmatched"
+            template = _template(scope)
             self.metrics.requests.labels(scope["method"], template, str(status)).inc()
             self.metrics.latency.labels(template).observe(time.perf_counter() - started)
+
+
+def _template(scope: Scope) -> str:
+    """The full path template of the route that answered, e.g. ``/api/v1/runs/{run_id}``.
+
+    FastAPI may leave the route of an included router in the scope with its own
+    path only (``/runs/{run_id}``): the prefix is what the request path has in
+    front of as many segments as the template has.
+    """
+    route: Any = scope.get("route")
+    template = getattr(route, "path_format", None)
+    if not isinstance(template, str):
+        return "unmatched"
+    segments = scope.get("path", "").split("/")
+    prefix = "/".join(segments[: max(1, len(segments) - template.count("/"))])
+    return prefix + template

@@ -350,3 +350,17 @@ async def test_problem_shape_is_the_same_everywhere(live: Live) -> None:
         assert_no_leak(response)
         statuses.append(assert_problem(response, response.status_code)["status"])
     assert statuses == [404, 405, 403, 404, 409, 422, 401]
+
+
+@SQLITE_ONLY
+async def test_metrics_label_requests_by_full_route_template(live: Live) -> None:
+    async with live.client(live.admin_key) as client:
+        assert (await client.get("/runs/some-run")).status_code == 404
+        assert (await client.get("/nowhere")).status_code == 404
+        text = (await client.get(live.url + "/metrics")).text
+    assert (
+        'kernos_http_requests_total{method="GET",route="/api/v1/runs/{run_id}",status="404"} 1.0'
+        in text
+    )
+    assert 'route="unmatched",status="404"' in text
+    assert "some-run" not in text  # ids never become labels
