@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -45,8 +45,17 @@ forks and replays, `admin` also manages users, keys and retention.
 """
 
 
-def create_app(service: Service, settings: ServerSettings | None = None) -> FastAPI:
-    """Build the API application over ``service`` (whose Kernos app must be open)."""
+def create_app(
+    service: Service,
+    settings: ServerSettings | None = None,
+    *,
+    dashboard: Callable[[FastAPI], None] | None = None,
+) -> FastAPI:
+    """Build the API application over ``service`` (whose Kernos app must be open).
+
+    ``dashboard`` adds the web dashboard's routes to the app (``kernos.web.mount``);
+    the API does not import the dashboard, the program serving both passes it.
+    """
     from kernos.api._hub import EventHub
     from kernos.api._streams import router as streams_router
 
@@ -103,6 +112,8 @@ def create_app(service: Service, settings: ServerSettings | None = None) -> Fast
     app.include_router(system_router, prefix=API_PREFIX)
     app.include_router(streams_router, prefix=API_PREFIX)
     app.include_router(health)
+    if dashboard is not None:
+        dashboard(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(
         LimitsMiddleware,

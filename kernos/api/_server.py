@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import math
 import socket
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 
 import uvicorn
+from fastapi import FastAPI
 
 from kernos.api._app import create_app
 from kernos.api._settings import ServerSettings
@@ -45,10 +46,11 @@ class ApiServer:
         settings: ServerSettings | None = None,
         log_level: str = "warning",
         grace: float = 5.0,
+        dashboard: Callable[[FastAPI], None] | None = None,
     ) -> None:
         self.service = service
         self.settings = settings or ServerSettings()
-        self.api = create_app(service, self.settings)
+        self.api = create_app(service, self.settings, dashboard=dashboard)
         self.config = uvicorn.Config(
             self.api,
             host=host,
