@@ -21,7 +21,14 @@ from kernos.records import EntryKind
 from kernos.retry import RetryPolicy
 from kernos.runtime import Step, StepScope, current_step
 
-__all__ = ["DELTA_CHARS", "DELTA_INTERVAL", "ModelCall", "ProviderSource", "response_of"]
+__all__ = [
+    "DELTA_CHARS",
+    "DELTA_INTERVAL",
+    "ModelCall",
+    "ProviderSource",
+    "own_scope",
+    "response_of",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +123,7 @@ class ModelCall:
             self._client = None
 
     async def _call(self, request: llm.ChatRequest, first_new: int, digest: str) -> dict[str, Any]:
-        scope = current_step()
+        scope = own_scope(current_step(), EntryKind.LLM, self.model)
         client = self.client()
         if scope is not None:
             scope.annotate(
@@ -214,6 +221,14 @@ class _Deltas:
         self.pending.clear()
         self.size = 0
         self.last = time.monotonic()
+
+
+def own_scope(scope: StepScope | None, kind: EntryKind, name: str) -> StepScope | None:
+    """The scope if it is this call's own entry, not that of a step the loop runs inside
+    (an agent run from a step body is plain code: its calls are not journaled)."""
+    if scope is None or scope.kind is not kind or scope.name != name:
+        return None
+    return scope
 
 
 def _call_key(request: llm.ChatRequest, first_new: int, digest: str) -> str:

@@ -15,9 +15,10 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from kernos import errors, llm, tools
+from kernos.agents._model import own_scope
 from kernos.records import DEFAULT_TENANT, EntryKind
 from kernos.retry import RetryPolicy
-from kernos.runtime import Step, current_step
+from kernos.runtime import Step, StepScope, current_step
 
 __all__ = ["INVALID", "TenantPolicy", "ToolCalls", "result_of"]
 
@@ -124,8 +125,8 @@ class ToolCalls:
         )
 
     async def _call(self, name: str, call: dict[str, str]) -> dict[str, Any]:
-        scope = current_step()
-        tenant = scope.tenant if scope is not None else DEFAULT_TENANT
+        scope = own_scope(current_step(), EntryKind.TOOL, name)
+        tenant = _tenant(current_step())
         started = time.perf_counter()
         result, decision, reason = await self._decide_and_run(name, call, tenant)
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
@@ -176,6 +177,11 @@ class ToolCalls:
             )
             return tools.ToolResult.error(message), decision.action.value, decision.reason
         return await tool.invoke(arguments), decision.action.value, decision.reason
+
+
+def _tenant(scope: StepScope | None) -> str:
+    # Inside a step body the agent's calls are plain code, but the run's tenant holds.
+    return scope.tenant if scope is not None else DEFAULT_TENANT
 
 
 async def _sandbox_of(tool: tools.Tool[..., Any] | None) -> str | None:

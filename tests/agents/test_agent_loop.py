@@ -263,6 +263,29 @@ async def test_an_agent_runs_inside_a_workflow_of_its_own_journal(
     assert fake.requests[0].messages[-1] == {"role": "user", "content": "Research sums"}
 
 
+async def test_an_agent_run_inside_a_step_body_is_plain_code(
+    app: kernos.Kernos, fake: FakeOpenAI, make_agent: MakeAgent
+) -> None:
+    agent = make_agent(tools=[add])
+
+    @kernos.step(name=f"{agent.name}.inside")
+    async def inside(task: str) -> str:
+        return str((await agent.run(task)).output)
+
+    async def outer(task: str) -> str:
+        return str(await inside(task))
+
+    wf = kernos.Workflow(outer, name=f"{agent.name}.outer", version="1", timeout=None)
+    kernos.runtime.registry.add(wf)
+    fake.reply(tool_calls=adds((1, 1)))
+    fake.reply("2")
+    handle = await app.start(wf, "sums")
+    assert await handle.result(timeout=20) == "2"
+    [entry] = await app.journal(handle.run_id)  # the step, not its inner calls
+    assert entry.kind is EntryKind.STEP and entry.detail is None
+    assert not [e for e in await app.events(handle.run_id) if e.kind.startswith("llm.")]
+
+
 # -- policies --------------------------------------------------------------------------
 
 
