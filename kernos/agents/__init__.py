@@ -37,7 +37,7 @@ from kernos.agents._accounting import usage_ledger
 from kernos.agents._agent import Agent, AgentHandle
 from kernos.agents._budget import DEFAULT_TURNS, Budget, Spent, StopReason
 from kernos.agents._loop import spent_in
-from kernos.agents._model import DELTA_CHARS, DELTA_INTERVAL, ProviderSource, response_of
+from kernos.agents._model import DELTA_CHARS, DELTA_INTERVAL, Model, ProviderSource, response_of
 from kernos.agents._result import AgentResult
 from kernos.agents._toolcalls import INVALID, TenantPolicy, result_of
 
@@ -50,6 +50,7 @@ __all__ = [
     "AgentHandle",
     "AgentResult",
     "Budget",
+    "Model",
     "ProviderSource",
     "Spent",
     "StopReason",

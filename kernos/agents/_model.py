@@ -20,10 +20,12 @@ from kernos import llm
 from kernos.records import EntryKind
 from kernos.retry import RetryPolicy
 from kernos.runtime import Step, StepScope, current_step
+from kernos.serialization import checksum, encode
 
 __all__ = [
     "DELTA_CHARS",
     "DELTA_INTERVAL",
+    "Model",
     "ModelCall",
     "ProviderSource",
     "own_scope",
@@ -70,7 +72,7 @@ class ModelCall:
     """The journaled model call of one agent.
 
     Args:
-        agent: the agent's name (recorded in each entry's detail).
+        agent: the agent's name (recorded in each entry's detail), if any.
         model: the model string; the entries' name.
         source: the provider to use, or a function making it; ``None`` connects
             ``model`` with :func:`kernos.llm.connect` (keys from the environment).
@@ -84,7 +86,7 @@ class ModelCall:
     def __init__(
         self,
         *,
-        agent: str,
+        agent: str | None,
         model: str,
         source: ProviderSource | None,
         stream: bool,
@@ -186,6 +188,69 @@ class ModelCall:
         if response is None:
             raise ValueError(f"the stream of {self.model} ended without a final response")
         return response
+
+
+class Model:
+    """A model whose calls, inside a workflow, are journaled ``llm`` entries.
+
+    For workflows that call a model without an agent's loop::
+
+        summarizer = agents.Model("openai:gpt-4o-mini")
+
+        @kernos.workflow
+        async def digest(text: str) -> str:
+            request = llm.ChatRequest(messages=[llm.Message.user(f"Summarize: {text}")])
+            return (await summarizer.chat(request)).text
+
+    Each call is recorded with its request, response, usage, cost and latency;
+    recovery and replay answer it from the journal. Outside a workflow it is a
+    plain call.
+
+    Args:
+        model: ``provider:model``.
+        provider: a connected provider, or a function connecting one on first use
+            (default: ``kernos.llm.connect(model)``).
+        stream: stream answers, publishing text as ``llm.delta`` events.
+        retries: retries of a failed call on top of the provider's own.
+        timeout: seconds a call may take in all.
+        ledger: a usage ledger to record each call this process makes.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        provider: ProviderSource | None = None,
+        stream: bool = False,
+        retries: int | RetryPolicy = 0,
+        timeout: float | None = None,
+        ledger: llm.UsageLedger | None = None,
+    ) -> None:
+        self.model = model
+        self.call = ModelCall(
+            agent=None,
+            model=model,
+            source=provider,
+            stream=stream,
+            retries=retries,
+            timeout=timeout,
+            ledger=ledger,
+        )
+
+    async def chat(self, request: llm.ChatRequest) -> llm.ChatResponse:
+        """Send ``request`` (journaled inside a workflow) and return the answer.
+
+        Raises:
+            kernos.errors.ProviderError: the call failed (recorded, so a recovered
+                run sees the same failure).
+        """
+        digest = checksum(encode(request, what=f"request to {self.model}"))
+        value = await self.call.step(request, 0, digest)
+        return response_of(value)[0]
+
+    async def aclose(self) -> None:
+        """Close the provider if this object connected it."""
+        await self.call.aclose()
 
 
 class _Deltas:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from agent_support import KEY, MODEL, MakeAgent, tool_messages, until
+from agent_support import KEY, MODEL, MakeAgent, source, tool_messages, until
 from pydantic import BaseModel
 
 import kernos
@@ -558,3 +558,28 @@ async def test_a_shell_tool_call_records_its_sandbox(
     assert isinstance(entry.detail, dict) and isinstance(entry.output, dict)
     assert entry.detail["sandbox"] in ("bubblewrap", "landlock+seccomp")
     assert json.loads(entry.output["content"])["stdout"] == "hi\n"
+
+
+async def test_a_model_outside_an_agent_journals_each_call_in_its_workflow(
+    app: kernos.Kernos, fake: FakeOpenAI
+) -> None:
+    summarizer = agents.Model(MODEL, provider=source(fake))
+
+    async def digest(text: str) -> list[str]:
+        first = await summarizer.chat(llm.ChatRequest(messages=[llm.Message.user(text)]))
+        again = llm.ChatRequest(messages=[llm.Message.user(text), first.message()])
+        return [first.text, (await summarizer.chat(again)).text]
+
+    wf = kernos.Workflow(digest, name="agents.model_digest", version="1", timeout=None)
+    kernos.runtime.registry.add(wf)
+    fake.reply("short")
+    fake.reply("shorter")
+    try:
+        handle = await app.start(wf, "a long text")
+        assert await handle.result(timeout=20) == ["short", "shorter"]
+        journal = await app.journal(handle.run_id)
+        assert [(e.kind, e.name) for e in journal] == [(EntryKind.LLM, MODEL)] * 2
+        assert journal[1].detail["request"]["messages"][0]["content"] == "a long text"  # type: ignore[index]
+        assert (await app.replay(handle.run_id)).identical and len(fake.requests) == 2
+    finally:
+        await summarizer.aclose()
