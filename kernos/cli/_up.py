@@ -95,6 +95,7 @@ async def serve(
     from kernos.api import ServerSettings
     from kernos.api._server import ApiServer
     from kernos.control import Service, ensure_first_admin
+    from kernos.web import mount
 
     app = runtime.Kernos(store, worker=worker, migrate=True, concurrency=concurrency)
     await app.open()
@@ -107,6 +108,7 @@ async def serve(
             port=port,
             settings=ServerSettings(archive_dir=archive_dir, embedded_worker=worker),
             grace=grace,
+            dashboard=mount,
         )
         url = await server.start()
         if bootstrap is not None:

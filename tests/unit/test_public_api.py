@@ -23,8 +23,10 @@ ALLOWED = {
     "testing": {"testing", "llm"},
     "control": {"store", "runtime", "control"},
     "api": {"store", "runtime", "control", "api"},
-    # `kernos up` hosts the API server, so the CLI may start it.
-    "cli": {"store", "runtime", "control", "api", "cli"},
+    # The dashboard renders what the Service returns; the API mounts it through a hook.
+    "web": {"store", "runtime", "control", "api", "web"},
+    # `kernos up` hosts the API server and the dashboard, so the CLI may start them.
+    "cli": {"store", "runtime", "control", "api", "web", "cli"},
 }
 
 
@@ -38,7 +40,7 @@ def test_all_names_exist_and_are_documented() -> None:
 def test_exports_match_public_names() -> None:
     public = {name for name in vars(kernos) if not name.startswith("_")}
     modules = {"errors", "records", "retry", "runtime", "serialization", "store", "types"}
-    modules |= {"agents", "api", "cli", "control", "llm", "testing", "tools"}  # imported by tests
+    modules |= {"agents", "api", "cli", "control", "llm", "testing", "tools", "web"}  # by tests
     assert public - modules == set(kernos.__all__) - {"__version__", "errors"}
 
 

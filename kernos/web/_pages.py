@@ -1,0 +1,238 @@
+"""The dashboard's pages: each reads through the Service as the signed-in user."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from kernos.api._state import server_state
+from kernos.control import Principal
+from kernos.control._cursor import decode_cursor
+from kernos.errors import UsageError
+from kernos.records import Role, RunStatus
+from kernos.store import RunFilter
+from kernos.web._render import page
+from kernos.web._session import viewer
+from kernos.web._timeline import build_timeline
+
+__all__ = ["base_context", "router"]
+
+router = APIRouter(include_in_schema=False)
+
+RANGES = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
+PAGE_SIZE = 50
+FRAGMENT_HEADER = "x-kernos-fragment"
+
+
+def base_context(request: Request, caller: Principal, section: str) -> dict[str, Any]:
+    """What every page's layout needs: who is signed in, where, and may they act."""
+    return {
+        "caller": caller,
+        "username": caller.actor.removeprefix("user:"),
+        "section": section,
+        "csrf": caller.session.csrf_token if caller.session else "",
+        "can_act": caller.role.includes(Role.OPERATOR),
+        "is_admin": caller.role.includes(Role.ADMIN),
+        "fragment": request.headers.get(FRAGMENT_HEADER) == "1",
+        "path": request.url.path,
+    }
+
+
+def _text(request: Request, name: str, limit: int = 200) -> str | None:
+    value = request.query_params.get(name, "").strip()[:limit]
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise UsageError(f"{name} contains control characters")
+    return value or None
+
+
+def runs_filter(request: Request) -> tuple[RunFilter, dict[str, Any]]:
+    """The runs page's filter from its query string, and the values to show in the form."""
+    status = _text(request, "status")
+    if status is not None and status not in {s.value for s in RunStatus}:
+        status = None
+    since = _text(request, "range")
+    after = time.time() - RANGES[since] if since in RANGES else None
+    cursor = _text(request, "cursor", 400)
+    query = RunFilter(
+        status=status,
+        workflow=_text(request, "workflow"),
+        queue=_text(request, "queue"),
+        text=_text(request, "q"),
+        created_after=after,
+        limit=PAGE_SIZE,
+        before=decode_cursor(cursor) if cursor else None,
+    )
+    shown = {
+        "status": status or "",
+        "workflow": query.workflow or "",
+        "queue": query.queue or "",
+        "q": query.text or "",
+        "range": since if since in RANGES else "",
+    }
+    return query, shown
+
+
+@router.get("/")
+async def home() -> Response:
+    """The dashboard starts at the runs list."""
+    return Response(status_code=303, headers={"Location": "/runs"})
+
+
+@router.get("/runs")
+async def runs_page(request: Request) -> Response:
+    """Runs, newest first: filters, search, a page at a time; live."""
+    caller = await viewer(request)
+    service = server_state(request).service
+    query, shown = runs_filter(request)
+    runs, cursor = await service.runs.page(caller, query)
+    workflows = [w.name for w in service.runs.workflows(caller)]
+    queues = [q.name for q in await service.runs.queues(caller)]
+    params = {k: v for k, v in shown.items() if v}
+    context = base_context(request, caller, "runs") | {
+        "runs": runs,
+        "next_cursor": cursor,
+        "shown": shown,
+        "params": params,
+        "next_params": params | {"cursor": cursor} if cursor else params,
+        "statuses": [s.value for s in RunStatus],
+        "workflows": workflows,
+        "queues": queues,
+        "ranges": list(RANGES),
+        "first_page": query.before is None,
+        "now": time.time(),
+    }
+    return page("_runs_table.html" if context["fragment"] else "runs.html", context)
+
+
+@router.get("/runs/{run_id}")
+async def run_page(request: Request, run_id: str) -> Response:
+    """One run: its journal as a timeline, the selected entry, actions, relatives."""
+    caller = await viewer(request)
+    service = server_state(request).service
+    run = await service.runs.get(caller, run_id[:200])
+    entries = await service.runs.journal(caller, run.run_id)
+    children, _ = await service.runs.page(caller, RunFilter(parent_id=run.run_id, limit=50))
+    selected = None
+    wanted = request.query_params.get("entry", "")
+    if wanted.isdigit():
+        selected = next((e for e in entries if e.seq == int(wanted)), None)
+    timeline = build_timeline(run, entries)
+    chosen_bar = next((b for b in timeline.bars if b.entry is selected), None)
+    context = base_context(request, caller, "runs") | {
+        "run": run,
+        "timeline": timeline,
+        "children": children,
+        "selected": selected,
+        "selected_bar": chosen_bar,
+        "now": time.time(),
+    }
+    return page("_run_live.html" if context["fragment"] else "run.html", context)
+
+
+@router.get("/workers")
+async def workers_page(request: Request) -> Response:
+    """The worker registry."""
+    caller = await viewer(request)
+    workers = await server_state(request).service.runs.workers(caller)
+    context = base_context(request, caller, "workers") | {"workers": workers, "now": time.time()}
+    return page("workers.html", context)
+
+
+@router.get("/queues")
+async def queues_page(request: Request) -> Response:
+    """Queues with their limits and the tenant's runs in each state."""
+    caller = await viewer(request)
+    queues = await server_state(request).service.runs.queues(caller)
+    return page("queues.html", base_context(request, caller, "queues") | {"queues": queues})
+
+
+@router.get("/approvals")
+async def approvals_page(request: Request) -> Response:
+    """The approvals inbox (approvals are not built yet; the page says so)."""
+    caller = await viewer(request)
+    return page("approvals.html", base_context(request, caller, "approvals"))
+
+
+@router.get("/audit")
+async def audit_page(request: Request) -> Response:
+    """The tenant's audit log (admins)."""
+    caller = await viewer(request)
+    before = request.query_params.get("before", "")
+    records = await server_state(request).service.admin.audit_log(
+        caller,
+        actor=_text(request, "actor"),
+        action=_text(request, "action"),
+        before_id=int(before) if before.isdigit() else None,
+        limit=100,
+    )
+    context = base_context(request, caller, "audit") | {
+        "records": records,
+        "actor": _text(request, "actor") or "",
+        "action": _text(request, "action") or "",
+    }
+    return page("audit.html", context)
+
+
+@router.get("/keys")
+async def keys_page(request: Request) -> Response:
+    """The tenant's API keys (admins); never their secrets."""
+    caller = await viewer(request)
+    keys = await server_state(request).service.admin.keys(caller)
+    context = base_context(request, caller, "keys") | {
+        "keys": keys,
+        "roles": [r.value for r in Role],
+        "now": time.time(),
+    }
+    return page("keys.html", context)
+
+
+@router.get("/users")
+async def users_page(request: Request) -> Response:
+    """The tenant's users and roles (admins)."""
+    caller = await viewer(request)
+    members = await server_state(request).service.admin.members(caller)
+    context = base_context(request, caller, "users") | {
+        "members": members,
+        "roles": [r.value for r in Role],
+    }
+    return page("users.html", context)
+
+
+@router.get("/settings")
+async def settings_page(request: Request) -> Response:
+    """Which LLM providers are configured (whether a key is set, never the key)."""
+    caller = await viewer(request)
+    tenant = await server_state(request).service.admin.tenant(caller)
+    context = base_context(request, caller, "settings") | {
+        "providers": providers(),
+        "tenant": tenant,
+    }
+    return page("settings.html", context)
+
+
+_PROVIDERS = [
+    ("OpenAI", "OPENAI_API_KEY", "OPENAI_BASE_URL"),
+    ("Anthropic", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"),
+    ("Ollama", None, "OLLAMA_HOST"),
+]
+
+
+def providers() -> list[dict[str, Any]]:
+    """Each known provider and whether its credentials are set in the environment."""
+    import os
+
+    found = []
+    for name, key_var, url_var in _PROVIDERS:
+        found.append(
+            {
+                "name": name,
+                "key_var": key_var,
+                "configured": bool(os.environ.get(key_var)) if key_var else None,
+                "url_var": url_var,
+                "custom_url": bool(os.environ.get(url_var)),
+            }
+        )
+    return found
