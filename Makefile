@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit sandbox-deps bench clean
+.PHONY: demo test lint typecheck unit sandbox-deps browser-deps bench clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +37,16 @@ sandbox-deps:
 	  { $$sudo apt-get update -q >/dev/null 2>&1 && $$sudo apt-get install -y -q bubblewrap; }; \
 	} || echo "make: could not install bubblewrap (apt-get install bubblewrap); the sandbox tests will fail" >&2
 
-unit: $(VENV)/.installed-dev sandbox-deps
+# The dashboard's browser tests drive Debian's chromium through Playwright (never a
+# browser downloaded by `playwright install`); install it when missing.
+browser-deps:
+	@[ -x /usr/bin/chromium ] || { \
+	  sudo=; [ "$$(id -u)" = 0 ] || sudo="sudo -n"; \
+	  $$sudo apt-get install -y -q chromium >/dev/null 2>&1 || \
+	  { $$sudo apt-get update -q >/dev/null 2>&1 && $$sudo apt-get install -y -q chromium; }; \
+	} || echo "make: could not install chromium (apt-get install chromium); the browser tests will fail" >&2
+
+unit: $(VENV)/.installed-dev sandbox-deps browser-deps
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
