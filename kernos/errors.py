@@ -56,9 +56,9 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
-    "Cancelled",
     "AccessError",
     "AuthenticationError",
+    "Cancelled",
     "ChecksumMismatchError",
     "ConfigError",
     "ConflictError",
