@@ -1,0 +1,1 @@
+-- 0004: approval requests and their decisions (issue 7). Reserved; filled in by the change that builds it.

@@ -1,0 +1,1 @@
+-- 0006: webhook subscriptions and delivery attempts (issue 7). Reserved; filled in by the change that builds it.

@@ -1,0 +1,1 @@
+-- 0005: versioned policy documents per tenant (issue 7). Reserved; filled in by the change that builds it.
