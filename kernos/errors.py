@@ -7,7 +7,8 @@
     │   ├── SerializationError        a value that cannot be journaled as JSON
     │   ├── NotInWorkflowError        a durable primitive used outside a workflow
     │   ├── InvalidForkError          fork asked for a position the journal lacks
-    │   └── DependencyCycleError      run dependencies would form a cycle
+    │   ├── DependencyCycleError      run dependencies would form a cycle
+    │   └── PolicyError               a policy document is invalid (each problem located)
     ├── RuntimeFailure                something failed at run time
     │   ├── StoreError                the store misbehaved
     │   │   ├── StoreUnavailableError unreachable or locked past the retry limit
@@ -21,6 +22,7 @@
     │   ├── StepTimeoutError          a step attempt ran past its timeout
     │   ├── StepError                 a recorded step failure whose type could not be rebuilt
     │   ├── RunTimeoutError           the whole run ran past its timeout
+    │   ├── ApprovalExpiredError      an approval timed out and its default is "fail"
     │   ├── SandboxError              the shell tool's sandbox could not be set up
     │   ├── RunFailedError            awaiting a run that failed or was cancelled
     │   │   └── RunCancelledError     ... specifically, that was cancelled
@@ -57,6 +59,7 @@ from typing import Any
 
 __all__ = [
     "AccessError",
+    "ApprovalExpiredError",
     "AuthenticationError",
     "Cancelled",
     "ChecksumMismatchError",
@@ -73,6 +76,7 @@ __all__ = [
     "NotInWorkflowError",
     "PermanentError",
     "PermissionDeniedError",
+    "PolicyError",
     "ProviderAuthError",
     "ProviderBadRequestError",
     "ProviderError",
@@ -175,6 +179,19 @@ class DependencyCycleError(UsageError):
     code = "dependency_cycle"
 
 
+class PolicyError(UsageError):
+    """A policy document is invalid; nothing was stored or changed.
+
+    Attributes:
+        source: the document's name (a file name, or ``policy.yaml``).
+        problems: every problem found, each a dict with ``source``, ``line``,
+            ``column`` (1-based), ``path`` (``rules[2].action``) and ``message``.
+        errors: the same problems as the API's field errors (``loc``, ``msg``, ``type``).
+    """
+
+    code = "policy_invalid"
+
+
 class RuntimeFailure(KernosError):
     """Something failed while running; the code may be correct."""
 
@@ -258,6 +275,20 @@ class RunTimeoutError(RuntimeFailure):
     """A run ran longer than its run timeout."""
 
     code = "run_timeout"
+
+
+class ApprovalExpiredError(RuntimeFailure):
+    """An approval request timed out at its last level and its default is ``fail``.
+
+    Raised by :func:`kernos.approval` in the run that asked; the run fails
+    unless the workflow catches it.
+
+    Attributes:
+        approval_id: the request that expired.
+        run_id: the run that made it.
+    """
+
+    code = "approval_expired"
 
 
 class SandboxError(RuntimeFailure):

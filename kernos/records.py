@@ -15,23 +15,32 @@ from kernos.types import JSON
 
 __all__ = [
     "ApiKey",
+    "ApprovalKind",
+    "ApprovalRequest",
+    "ApprovalStatus",
     "AuditRecord",
     "BulkJob",
     "Checkpoint",
+    "DeliveryStatus",
     "EntryKind",
     "EntryStatus",
     "Event",
     "JournalEntry",
     "Membership",
+    "PolicyVersion",
     "QueueSpec",
     "QueueStats",
     "Role",
     "Run",
     "RunStatus",
+    "RunUsage",
     "Schedule",
     "Session",
     "Tenant",
     "User",
+    "Webhook",
+    "WebhookDelivery",
+    "WebhookFormat",
     "Worker",
 ]
 
@@ -70,6 +79,7 @@ class EntryKind(enum.StrEnum):
     ENQUEUE = "enqueue"  # a run this run put on a queue (its id is the output)
     LLM = "llm"  # a model call: the response is the output; usage, cost, latency in detail
     TOOL = "tool"  # a tool call: the tool's result is the output; the policy decision in detail
+    APPROVAL = "approval"  # a wait for a person's decision: the decision is the output
 
 
 class EntryStatus(enum.StrEnum):
@@ -342,6 +352,40 @@ class QueueStats:
         """A JSON-ready dict of every field."""
         data = {name: getattr(self, name) for name in self.__slots__}
         data["spec"] = self.spec.to_dict() if self.spec is not None else None
+        return data
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunUsage:
+    """The model calls one run made itself: how many, their tokens and their cost."""
+
+    run_id: str
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float | None = None  # None: no call had a known price
+
+    @property
+    def tokens(self) -> int:
+        """Input and output tokens together."""
+        return self.input_tokens + self.output_tokens
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> RunUsage:
+        """Build a run's usage from a row of the ``usage_of_runs`` query."""
+        cost = row["cost"]
+        return cls(
+            run_id=row["run_id"],
+            calls=int(row["calls"]),
+            input_tokens=int(row["input_tokens"]),
+            output_tokens=int(row["output_tokens"]),
+            cost=float(cost) if cost is not None else None,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field, and ``tokens``."""
+        data = {name: getattr(self, name) for name in self.__slots__}
+        data["tokens"] = self.tokens
         return data
 
 
@@ -625,3 +669,241 @@ class BulkJob:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""
         return {name: getattr(self, name) for name in self.__slots__}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PolicyVersion:
+    """One version of a tenant's policy document, as applied (never changed afterwards).
+
+    ``version`` counts up from 1 per tenant; ``sha256`` is the hex SHA-256 of
+    ``document`` (UTF-8); ``created_by`` is the audit actor who applied it.
+    """
+
+    tenant_id: str
+    version: int
+    document: str
+    sha256: str
+    created_by: str
+    created_at: float
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> PolicyVersion:
+        """Build a version from a database row."""
+        return cls(
+            tenant_id=row["tenant_id"],
+            version=int(row["version"]),
+            document=row["document"],
+            sha256=row["sha256"],
+            created_by=row["created_by"],
+            created_at=row["created_at"],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+class ApprovalStatus(enum.StrEnum):
+    """Where an approval request is in its life."""
+
+    PENDING = "pending"  # waiting for a decision at its current escalation level
+    APPROVED = "approved"  # a person approved it (perhaps with edits)
+    REJECTED = "rejected"  # a person rejected it
+    EXPIRED = "expired"  # the last level timed out; its default decided
+    CANCELLED = "cancelled"  # its run was cancelled first
+
+
+class ApprovalKind(enum.StrEnum):
+    """What an approval request asks about."""
+
+    GENERIC = "generic"  # kernos.approval() in workflow code
+    TOOL_CALL = "tool_call"  # a tool call the policy gates; bound to its arguments' hash
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ApprovalRequest:
+    """A request for a person's decision, made by a run at journal position ``seq``.
+
+    ``assignees`` holds, per escalation level, who may decide at that level
+    (role names and user names; empty: any operator of the tenant).
+    ``timeouts`` holds each level's duration in seconds (None: no deadline),
+    ``default`` what happens when the last level times out (``reject``,
+    ``approve`` or ``fail``), ``history`` the escalations so far. ``decision``
+    is what was decided (``decision``, ``value``, ``edited``, ``comment``,
+    ``by``, ``at``, ``by_default``, ``level``).
+    """
+
+    approval_id: str
+    tenant_id: str
+    run_id: str
+    workflow: str
+    seq: int
+    kind: ApprovalKind
+    title: str
+    details: JSON | None
+    options: list[str]
+    assignees: list[list[str]]
+    timeouts: list[float | None]
+    default: str
+    level: int
+    deadline: float | None
+    status: ApprovalStatus
+    created_at: float
+    decision: JSON | None = None
+    decided_by: str | None = None
+    decided_at: float | None = None
+    args_hash: str | None = None
+    history: list[JSON] | None = None
+
+    @property
+    def current_assignees(self) -> list[str]:
+        """Who may decide at the current level (empty: any operator)."""
+        return list(self.assignees[self.level]) if self.level < len(self.assignees) else []
+
+    @property
+    def last_level(self) -> bool:
+        """Whether a timeout at the current level applies the default."""
+        return self.level + 1 >= len(self.timeouts)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any], decode: Any) -> ApprovalRequest:
+        """Build a request from a database row; ``decode`` parses stored JSON text."""
+        return cls(
+            approval_id=row["approval_id"],
+            tenant_id=row["tenant_id"],
+            run_id=row["run_id"],
+            workflow=row["workflow"],
+            seq=row["seq"],
+            kind=ApprovalKind(row["kind"]),
+            title=row["title"],
+            details=decode(row["details"]),
+            options=list(decode(row["options"]) or []),
+            assignees=[list(level) for level in decode(row["assignees"]) or []],
+            timeouts=list(decode(row["timeouts"]) or []),
+            default=row["default_action"],
+            level=row["level"],
+            deadline=row["deadline"],
+            status=ApprovalStatus(row["status"]),
+            created_at=row["created_at"],
+            decision=decode(row["decision"]),
+            decided_by=row["decided_by"],
+            decided_at=row["decided_at"],
+            args_hash=row["args_hash"],
+            history=decode(row["history"]),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field, with the current level's assignees."""
+        data = {name: getattr(self, name) for name in self.__slots__}
+        data["kind"] = self.kind.value
+        data["status"] = self.status.value
+        data["current_assignees"] = self.current_assignees
+        return data
+
+
+class WebhookFormat(enum.StrEnum):
+    """The body a webhook receives."""
+
+    JSON = "json"  # Kernos' own JSON envelope: id, type, created_at, tenant, data
+    SLACK = "slack"  # a Slack-compatible message (text and blocks) for an incoming webhook
+
+
+class DeliveryStatus(enum.StrEnum):
+    """Where a webhook delivery is."""
+
+    PENDING = "pending"  # queued, not attempted yet
+    DELIVERED = "delivered"  # the receiver answered 2xx
+    FAILED = "failed"  # the last attempt failed; another is scheduled
+    DEAD = "dead"  # given up: a 4xx answer, or out of attempts
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Webhook:
+    """A tenant's subscription: events whose kind matches one of ``kinds`` (globs)
+    are signed with ``secret`` and posted to ``url``.
+
+    ``cursor`` is the id of the last event handed to its outbox. The secret is
+    kept so the server can sign; :meth:`to_dict` leaves it out.
+    """
+
+    webhook_id: str
+    tenant_id: str
+    url: str
+    secret: str
+    kinds: tuple[str, ...]
+    format: WebhookFormat
+    active: bool
+    created_by: str
+    created_at: float
+    cursor: int = 0
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any], decode: Any) -> Webhook:
+        """Build a webhook from a database row; ``decode`` parses stored JSON text."""
+        return cls(
+            webhook_id=row["webhook_id"],
+            tenant_id=row["tenant_id"],
+            url=row["url"],
+            secret=row["secret"],
+            kinds=tuple(decode(row["kinds"])),
+            format=WebhookFormat(row["format"]),
+            active=bool(row["active"]),
+            created_by=row["created_by"],
+            created_at=row["created_at"],
+            cursor=row["cursor"],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field except the secret."""
+        data = {name: getattr(self, name) for name in self.__slots__ if name != "secret"}
+        data["kinds"] = list(self.kinds)
+        data["format"] = self.format.value
+        return data
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WebhookDelivery:
+    """One notification in a webhook's outbox, with the outcome of its last attempt.
+
+    ``event_id`` is None for a test ping. ``payload`` is the JSON body sent
+    (signed afresh at each attempt); :meth:`to_dict` leaves it out.
+    """
+
+    delivery_id: str
+    webhook_id: str
+    tenant_id: str
+    event_id: int | None
+    kind: str
+    payload: str
+    attempts: int
+    status: DeliveryStatus
+    response_status: int | None
+    last_error: str | None
+    next_attempt_at: float | None
+    created_at: float
+    delivered_at: float | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> WebhookDelivery:
+        """Build a delivery from a database row."""
+        return cls(
+            delivery_id=row["delivery_id"],
+            webhook_id=row["webhook_id"],
+            tenant_id=row["tenant_id"],
+            event_id=row["event_id"],
+            kind=row["kind"],
+            payload=row["payload"],
+            attempts=row["attempts"],
+            status=DeliveryStatus(row["status"]),
+            response_status=row["response_status"],
+            last_error=row["last_error"],
+            next_attempt_at=row["next_attempt_at"],
+            created_at=row["created_at"],
+            delivered_at=row["delivered_at"],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field except the payload."""
+        data = {name: getattr(self, name) for name in self.__slots__ if name != "payload"}
+        data["status"] = self.status.value
+        return data

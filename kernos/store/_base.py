@@ -9,22 +9,32 @@ from dataclasses import dataclass
 from kernos.records import (
     DEFAULT_TENANT,
     ApiKey,
+    ApprovalRequest,
+    ApprovalStatus,
     AuditRecord,
     BulkJob,
     Checkpoint,
+    DeliveryStatus,
     Event,
     JournalEntry,
     Membership,
+    PolicyVersion,
     QueueSpec,
     QueueStats,
     Run,
+    RunUsage,
     Schedule,
     Session,
     Tenant,
     User,
+    Webhook,
+    WebhookDelivery,
+    WebhookFormat,
     Worker,
 )
+from kernos.store._approvals import ApprovalFilter, NewApproval
 from kernos.store._ops import EntryWrite, Fence, Write
+from kernos.types import JSON
 
 __all__ = ["Enqueued", "NewRun", "RunFilter", "Store"]
 
@@ -182,6 +192,38 @@ class Store(abc.ABC):
 
         With ``tenant``, the counts are of that tenant's runs only.
         """
+
+    @abc.abstractmethod
+    async def usage_of_runs(self, run_ids: Sequence[str]) -> dict[str, RunUsage]:
+        """Model calls, tokens and cost of each run, summed from its ``llm.completed`` events.
+
+        Runs that made no call are absent. A fork's inherited calls count in its original.
+        """
+
+    @abc.abstractmethod
+    async def run_activity(
+        self, tenant: str, since: float, bucket: float
+    ) -> list[tuple[float, str, int]]:
+        """``(bucket start, status, runs)`` of the tenant's runs created since ``since``."""
+
+    @abc.abstractmethod
+    async def run_durations(
+        self, tenant: str, since: float, bucket: float
+    ) -> list[tuple[float, float]]:
+        """``(bucket start, seconds)`` of each finished tenant run created since ``since``."""
+
+    @abc.abstractmethod
+    async def usage_over_time(
+        self, tenant: str, since: float, bucket: float
+    ) -> list[tuple[float, int, float | None]]:
+        """``(bucket start, tokens, cost)`` of model calls in the tenant's runs created since
+        ``since``, bucketed by the time of the call."""
+
+    @abc.abstractmethod
+    async def queue_throughput(
+        self, tenant: str, since: float, bucket: float
+    ) -> list[tuple[str, float, int]]:
+        """``(queue, bucket start, runs)`` of the tenant's runs that finished since ``since``."""
 
     @abc.abstractmethod
     async def upsert_schedule(self, schedule: Schedule) -> Schedule:
@@ -485,3 +527,152 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def interrupt_bulk_jobs(self, now: float) -> int:
         """Mark jobs still ``running`` as ``interrupted`` (at server start); return how many."""
+
+    # -- webhooks and their outbox --------------------------------------------
+
+    @abc.abstractmethod
+    async def create_webhook(self, webhook: Webhook) -> None:
+        """Store a new webhook subscription."""
+
+    @abc.abstractmethod
+    async def get_webhook(self, webhook_id: str) -> Webhook | None:
+        """Return a webhook, or None."""
+
+    @abc.abstractmethod
+    async def list_webhooks(
+        self, tenant_id: str | None, *, active: bool | None = None
+    ) -> list[Webhook]:
+        """A tenant's webhooks (None: every tenant's), oldest first."""
+
+    @abc.abstractmethod
+    async def update_webhook(
+        self,
+        webhook_id: str,
+        *,
+        url: str | None = None,
+        kinds: Sequence[str] | None = None,
+        format: WebhookFormat | None = None,
+        active: bool | None = None,
+        secret: str | None = None,
+    ) -> Webhook | None:
+        """Change the given fields (None leaves one unchanged); None if no such webhook."""
+
+    @abc.abstractmethod
+    async def delete_webhook(self, webhook_id: str) -> bool:
+        """Delete a webhook and its deliveries; False if there was none."""
+
+    @abc.abstractmethod
+    async def enqueue_deliveries(
+        self, deliveries: Sequence[WebhookDelivery], cursors: Mapping[str, int]
+    ) -> None:
+        """Add deliveries to the outbox and move webhook cursors forward, atomically.
+
+        A delivery whose webhook already has one for the same event is ignored.
+        """
+
+    @abc.abstractmethod
+    async def claim_deliveries(
+        self, now: float, *, limit: int, lease_s: float
+    ) -> list[WebhookDelivery]:
+        """Take up to ``limit`` pending or failed deliveries due at ``now`` for ``lease_s``."""
+
+    @abc.abstractmethod
+    async def record_delivery_attempt(self, delivery: WebhookDelivery) -> WebhookDelivery | None:
+        """Store the outcome of an attempt; None if the delivery is gone."""
+
+    @abc.abstractmethod
+    async def get_delivery(self, delivery_id: str) -> WebhookDelivery | None:
+        """Return a delivery, or None."""
+
+    @abc.abstractmethod
+    async def list_deliveries(
+        self,
+        webhook_id: str,
+        *,
+        status: DeliveryStatus | None = None,
+        before: tuple[float, str] | None = None,
+        limit: int = 50,
+    ) -> list[WebhookDelivery]:
+        """A webhook's deliveries, newest first, after the ``(created_at, id)`` cursor."""
+
+    # -- approvals -------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_approval(self, new: NewApproval) -> ApprovalRequest:
+        """Create an approval request unless its id exists; return it as stored.
+
+        Emits ``approval.requested`` when a pending request is created; a
+        request of a run that has ended is created ``cancelled``.
+        """
+
+    @abc.abstractmethod
+    async def get_approval(self, approval_id: str) -> ApprovalRequest | None:
+        """Return an approval request, or None."""
+
+    @abc.abstractmethod
+    async def list_approvals(self, query: ApprovalFilter) -> list[ApprovalRequest]:
+        """A tenant's approval requests matching ``query``, newest first."""
+
+    @abc.abstractmethod
+    async def decide_approval(
+        self,
+        approval_id: str,
+        *,
+        level: int,
+        status: ApprovalStatus,
+        decision: dict[str, JSON],
+        decided_by: str,
+        args_hash: str | None = None,
+        audit: AuditRecord | None = None,
+    ) -> ApprovalRequest | None:
+        """Decide a request by compare-and-set on (pending, ``level``, ``args_hash``).
+
+        The winner's transaction stores the decision, wakes the run (a message on
+        the request's topic), emits ``approval.decided`` and appends ``audit``.
+        Returns the decided request, or None (nothing changed) for every loser.
+        """
+
+    @abc.abstractmethod
+    async def escalate_approval(
+        self,
+        approval_id: str,
+        *,
+        level: int,
+        deadline: float | None,
+        history: list[JSON],
+        audit: AuditRecord | None = None,
+    ) -> ApprovalRequest | None:
+        """Move a pending request from ``level`` up one level by compare-and-set.
+
+        Emits ``approval.escalated`` and appends ``audit`` with it. Returns the
+        request, or None when it is no longer pending at ``level``.
+        """
+
+    @abc.abstractmethod
+    async def await_approval(
+        self, write: EntryWrite, approval_id: str
+    ) -> tuple[Fence, ApprovalRequest | None]:
+        """Write a run's approval entry: settled with the decision if there is one.
+
+        Fenced like every journal write; see the SQL store for the details.
+        """
+
+    # -- policy documents ---------------------------------------------------------
+
+    @abc.abstractmethod
+    async def put_policy(
+        self, tenant_id: str, document: str, sha256: str, created_by: str
+    ) -> PolicyVersion:
+        """Store a new version of a tenant's policy (the next number, from 1); return it."""
+
+    @abc.abstractmethod
+    async def current_policy(self, tenant_id: str) -> PolicyVersion | None:
+        """The tenant's newest policy version, or None if it has none."""
+
+    @abc.abstractmethod
+    async def get_policy(self, tenant_id: str, version: int) -> PolicyVersion | None:
+        """One version of the tenant's policy, or None."""
+
+    @abc.abstractmethod
+    async def list_policies(self, tenant_id: str, *, limit: int = 100) -> list[PolicyVersion]:
+        """The tenant's policy versions, newest first."""

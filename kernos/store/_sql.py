@@ -31,18 +31,21 @@ from kernos.records import (
     Worker,
 )
 from kernos.serialization import checksum, decode
+from kernos.store._approvals import ApprovalStore, cancel_run_approvals
 from kernos.store._base import Enqueued, NewRun, Store
 from kernos.store._blobs import Blobs
 from kernos.store._claims import claim
 from kernos.store._control import ControlPlane
 from kernos.store._listing import Listing
 from kernos.store._ops import EntryWrite, EventWrite, Fence, FinishWrite, Write
+from kernos.store._policies import PolicyVersions
 from kernos.store._purge import purge
 from kernos.store._queries import load_migrations, load_queries, split_statements
 from kernos.store._runs import enqueue, insert_run, settle_dependents
 from kernos.store._tx import Connection
 from kernos.store._tx import Tx as _Tx
 from kernos.store._url import redact_url
+from kernos.store._webhooks import WebhookOutbox
 
 __all__ = ["SqlStore"]
 
@@ -50,7 +53,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class SqlStore(Listing, ControlPlane, Store):
+class SqlStore(Listing, ControlPlane, ApprovalStore, WebhookOutbox, PolicyVersions, Store):
     """Store on a DB-API connection; subclasses supply the dialect."""
 
     dialect: ClassVar[str]
@@ -518,6 +521,7 @@ class SqlStore(Listing, ControlPlane, Store):
             cancelled = {row["run_id"] for row in rows}
             for row in rows:
                 tx.event(row["run_id"], "run.cancelled", {"reason": reason})
+                cancel_run_approvals(tx, row["run_id"])
                 settle_dependents(tx, row["run_id"], succeeded=False)
                 parent = row["parent_id"]
                 if parent is not None and parent not in cancelled:

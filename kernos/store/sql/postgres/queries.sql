@@ -542,6 +542,55 @@ LIMIT %(limit)s;
 -- name: last_event_id
 SELECT coalesce(max(event_id), 0) AS n FROM kernos_events;
 
+-- name: usage_of_runs
+-- Model calls, tokens and cost per run, from the llm.completed events each run
+-- wrote itself (a fork's inherited entries are its original's, counted there).
+SELECT run_id, count(*) AS calls,
+       coalesce(sum((data::jsonb ->> 'input_tokens')::bigint), 0) AS input_tokens,
+       coalesce(sum((data::jsonb ->> 'output_tokens')::bigint), 0) AS output_tokens,
+       sum((data::jsonb ->> 'cost')::float8) AS cost
+FROM kernos_events
+WHERE run_id IN (SELECT jsonb_array_elements_text(%(run_ids)s::jsonb))
+  AND kind = 'llm.completed'
+GROUP BY run_id;
+
+-- name: runs_per_bucket
+-- The tenant's runs created since ``since``, counted per time bucket and status.
+SELECT floor(created_at / %(bucket)s::float8) * %(bucket)s::float8 AS bucket, status, count(*) AS n
+FROM kernos_runs
+WHERE tenant_id = %(tenant)s::text AND created_at >= %(since)s::float8
+GROUP BY 1, status
+ORDER BY 1;
+
+-- name: run_durations
+-- How long each finished run of the tenant created since ``since`` took.
+SELECT floor(created_at / %(bucket)s::float8) * %(bucket)s::float8 AS bucket,
+       finished_at - started_at AS duration
+FROM kernos_runs
+WHERE tenant_id = %(tenant)s::text AND created_at >= %(since)s::float8
+  AND started_at IS NOT NULL AND finished_at IS NOT NULL
+  AND status IN ('succeeded', 'failed', 'cancelled');
+
+-- name: usage_per_bucket
+-- Tokens and cost of model calls per time bucket, in runs created since ``since``.
+SELECT floor(e.at / %(bucket)s::float8) * %(bucket)s::float8 AS bucket, count(*) AS calls,
+       coalesce(sum((e.data::jsonb ->> 'input_tokens')::bigint), 0)
+         + coalesce(sum((e.data::jsonb ->> 'output_tokens')::bigint), 0) AS tokens,
+       sum((e.data::jsonb ->> 'cost')::float8) AS cost
+FROM kernos_runs r JOIN kernos_events e ON e.run_id = r.run_id
+WHERE r.tenant_id = %(tenant)s::text AND r.created_at >= %(since)s::float8 AND e.at >= %(since)s::float8
+  AND e.kind = 'llm.completed'
+GROUP BY 1
+ORDER BY 1;
+
+-- name: queue_throughput
+-- The tenant's runs that finished since ``since``, per queue and time bucket.
+SELECT queue, floor(finished_at / %(bucket)s::float8) * %(bucket)s::float8 AS bucket, count(*) AS n
+FROM kernos_runs
+WHERE tenant_id = %(tenant)s::text AND finished_at >= %(since)s::float8
+  AND status IN ('succeeded', 'failed', 'cancelled')
+GROUP BY queue, 2;
+
 -- name: run_blob_candidates
 -- Rows of a run that may hold blob references (the caller checks each value).
 SELECT input AS a, output AS b, error AS c, NULL::text AS d FROM kernos_runs
@@ -740,3 +789,174 @@ LIMIT %(limit)s;
 -- name: interrupt_bulk_jobs
 UPDATE kernos_bulk_jobs SET state = 'interrupted', finished_at = %(now)s::double precision
 WHERE state = 'running';
+
+-- name: insert_approval
+INSERT INTO kernos_approvals (
+    approval_id, tenant_id, run_id, workflow, seq, kind, title, details, options, assignees,
+    timeouts, default_action, level, deadline, status, created_at, args_hash, history
+) VALUES (
+    %(approval_id)s::text, %(tenant_id)s::text, %(run_id)s::text, %(workflow)s::text,
+    %(seq)s::integer, %(kind)s::text, %(title)s::text, %(details)s::text, %(options)s::text,
+    %(assignees)s::text, %(timeouts)s::text, %(default_action)s::text, 0,
+    %(deadline)s::double precision, %(status)s::text, %(now)s::double precision,
+    %(args_hash)s::text, '[]'
+)
+ON CONFLICT (approval_id) DO NOTHING
+RETURNING approval_id;
+
+-- name: get_approval
+SELECT * FROM kernos_approvals WHERE approval_id = %(approval_id)s::text;
+
+-- name: list_approvals
+-- Newest first; the cursor (created_at, approval_id) is always bound.
+SELECT * FROM kernos_approvals
+WHERE tenant_id = %(tenant_id)s::text
+  AND (created_at, approval_id)
+      < (%(before_created)s::double precision, %(before_id)s::text)
+  AND (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(run_id)s::text IS NULL OR run_id = %(run_id)s::text)
+ORDER BY created_at DESC, approval_id DESC
+LIMIT %(limit)s;
+
+-- name: decide_approval
+-- Compare-and-set: only a pending request still at the level the decider saw.
+UPDATE kernos_approvals SET
+    status = %(status)s::text, decision = %(decision)s::text,
+    decided_by = %(decided_by)s::text, decided_at = %(now)s::double precision
+WHERE approval_id = %(approval_id)s::text AND status = 'pending'
+  AND level = %(level)s::integer
+  AND (%(args_hash)s::text IS NULL OR args_hash = %(args_hash)s::text)
+RETURNING *;
+
+-- name: escalate_approval
+-- Compare-and-set: one level up, only from the level the escalator saw.
+UPDATE kernos_approvals SET
+    level = %(level)s::integer + 1, deadline = %(deadline)s::double precision,
+    history = %(history)s::text
+WHERE approval_id = %(approval_id)s::text AND status = 'pending'
+  AND level = %(level)s::integer
+RETURNING *;
+
+-- name: cancel_run_approvals
+UPDATE kernos_approvals SET status = 'cancelled', decided_at = %(now)s::double precision
+WHERE run_id = %(run_id)s::text AND status = 'pending'
+RETURNING approval_id;
+
+-- name: consume_topic
+UPDATE kernos_messages SET consumed_seq = %(seq)s::integer
+WHERE run_id = %(run_id)s::text AND topic = %(topic)s::text AND consumed_seq IS NULL;
+
+-- name: delete_run_approvals
+DELETE FROM kernos_approvals WHERE run_id = %(run_id)s::text;
+
+-- Webhooks (0006) ---------------------------------------------------------------
+
+-- name: insert_webhook
+INSERT INTO kernos_webhooks (
+    webhook_id, tenant_id, url, secret, kinds, format, active, created_by, created_at, cursor
+) VALUES (
+    %(webhook_id)s::text, %(tenant_id)s::text, %(url)s::text, %(secret)s::text,
+    %(kinds)s::text, %(format)s::text, %(active)s::integer, %(created_by)s::text,
+    %(created_at)s::double precision, %(cursor)s::bigint
+);
+
+-- name: get_webhook
+SELECT * FROM kernos_webhooks WHERE webhook_id = %(webhook_id)s::text;
+
+-- name: list_webhooks
+SELECT * FROM kernos_webhooks
+WHERE (%(tenant_id)s::text IS NULL OR tenant_id = %(tenant_id)s::text)
+  AND (%(active)s::integer IS NULL OR active = %(active)s::integer)
+ORDER BY created_at, webhook_id;
+
+-- name: update_webhook
+UPDATE kernos_webhooks SET
+    url = coalesce(%(url)s::text, url),
+    kinds = coalesce(%(kinds)s::text, kinds),
+    format = coalesce(%(format)s::text, format),
+    active = coalesce(%(active)s::integer, active),
+    secret = coalesce(%(secret)s::text, secret)
+WHERE webhook_id = %(webhook_id)s::text
+RETURNING *;
+
+-- name: advance_webhook_cursor
+-- Only forward: two dispatchers over one store may both hand the same events over.
+UPDATE kernos_webhooks SET cursor = greatest(cursor, %(cursor)s::bigint)
+WHERE webhook_id = %(webhook_id)s::text;
+
+-- name: delete_webhook
+DELETE FROM kernos_webhooks WHERE webhook_id = %(webhook_id)s::text;
+
+-- name: delete_webhook_deliveries
+DELETE FROM kernos_webhook_deliveries WHERE webhook_id = %(webhook_id)s::text;
+
+-- name: insert_delivery
+-- An event becomes one delivery per webhook, however often it is handed over.
+INSERT INTO kernos_webhook_deliveries (
+    delivery_id, webhook_id, tenant_id, event_id, kind, payload, attempts, status,
+    next_attempt_at, created_at
+) VALUES (
+    %(delivery_id)s::text, %(webhook_id)s::text, %(tenant_id)s::text, %(event_id)s::bigint,
+    %(kind)s::text, %(payload)s::text, 0, 'pending', %(next_attempt_at)s::double precision,
+    %(created_at)s::double precision
+)
+ON CONFLICT DO NOTHING;
+
+-- name: claim_deliveries
+-- Moving next_attempt_at past the lease keeps another dispatcher off them while
+-- they are sent; a dispatcher that dies mid-send has them retried after the lease.
+-- SKIP LOCKED: concurrent dispatchers take different deliveries.
+UPDATE kernos_webhook_deliveries SET next_attempt_at = %(lease_until)s::double precision
+WHERE delivery_id IN (
+    SELECT delivery_id FROM kernos_webhook_deliveries
+    WHERE status IN ('pending', 'failed') AND next_attempt_at <= %(now)s::double precision
+    ORDER BY next_attempt_at, delivery_id
+    LIMIT %(limit)s::integer
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING *;
+
+-- name: record_delivery_attempt
+UPDATE kernos_webhook_deliveries SET
+    attempts = %(attempts)s::integer,
+    status = %(status)s::text,
+    response_status = %(response_status)s::integer,
+    last_error = %(last_error)s::text,
+    next_attempt_at = %(next_attempt_at)s::double precision,
+    delivered_at = %(delivered_at)s::double precision
+WHERE delivery_id = %(delivery_id)s::text
+RETURNING *;
+
+-- name: get_delivery
+SELECT * FROM kernos_webhook_deliveries WHERE delivery_id = %(delivery_id)s::text;
+
+-- name: list_deliveries
+SELECT * FROM kernos_webhook_deliveries
+WHERE webhook_id = %(webhook_id)s::text
+  AND (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (created_at < %(before_at)s::double precision
+       OR (created_at = %(before_at)s::double precision AND delivery_id < %(before_id)s::text))
+ORDER BY created_at DESC, delivery_id DESC
+LIMIT %(limit)s::integer;
+
+-- name: insert_policy
+-- The next version of the tenant's policy, numbered in the same statement; a
+-- concurrent apply that took the number first makes this insert nothing.
+INSERT INTO kernos_policies (tenant_id, version, document, sha256, created_by, created_at)
+SELECT %(tenant_id)s::text, COALESCE(MAX(version), 0) + 1, %(document)s::text,
+       %(sha256)s::text, %(created_by)s::text, %(now)s::double precision
+FROM kernos_policies WHERE tenant_id = %(tenant_id)s::text
+ON CONFLICT DO NOTHING
+RETURNING *;
+
+-- name: current_policy
+SELECT * FROM kernos_policies WHERE tenant_id = %(tenant_id)s::text
+ORDER BY version DESC LIMIT 1;
+
+-- name: get_policy
+SELECT * FROM kernos_policies
+WHERE tenant_id = %(tenant_id)s::text AND version = %(version)s::integer;
+
+-- name: list_policies
+SELECT * FROM kernos_policies WHERE tenant_id = %(tenant_id)s::text
+ORDER BY version DESC LIMIT %(limit)s::integer;

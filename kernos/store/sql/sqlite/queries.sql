@@ -509,6 +509,55 @@ LIMIT :limit;
 -- name: last_event_id
 SELECT coalesce(max(event_id), 0) AS n FROM kernos_events;
 
+-- name: usage_of_runs
+-- Model calls, tokens and cost per run, from the llm.completed events each run
+-- wrote itself (a fork's inherited entries are its original's, counted there).
+SELECT run_id, count(*) AS calls,
+       coalesce(sum(json_extract(data, '$.input_tokens')), 0) AS input_tokens,
+       coalesce(sum(json_extract(data, '$.output_tokens')), 0) AS output_tokens,
+       sum(json_extract(data, '$.cost')) AS cost
+FROM kernos_events
+WHERE run_id IN (SELECT value FROM json_each(:run_ids))
+  AND kind = 'llm.completed' AND json_valid(data)
+GROUP BY run_id;
+
+-- name: runs_per_bucket
+-- The tenant's runs created since ``since``, counted per time bucket and status.
+SELECT CAST(created_at / :bucket AS INTEGER) * :bucket AS bucket, status, count(*) AS n
+FROM kernos_runs
+WHERE tenant_id = :tenant AND created_at >= :since
+GROUP BY 1, status
+ORDER BY 1;
+
+-- name: run_durations
+-- How long each finished run of the tenant created since ``since`` took.
+SELECT CAST(created_at / :bucket AS INTEGER) * :bucket AS bucket,
+       finished_at - started_at AS duration
+FROM kernos_runs
+WHERE tenant_id = :tenant AND created_at >= :since
+  AND started_at IS NOT NULL AND finished_at IS NOT NULL
+  AND status IN ('succeeded', 'failed', 'cancelled');
+
+-- name: usage_per_bucket
+-- Tokens and cost of model calls per time bucket, in runs created since ``since``.
+SELECT CAST(e.at / :bucket AS INTEGER) * :bucket AS bucket, count(*) AS calls,
+       coalesce(sum(json_extract(e.data, '$.input_tokens')), 0)
+         + coalesce(sum(json_extract(e.data, '$.output_tokens')), 0) AS tokens,
+       sum(json_extract(e.data, '$.cost')) AS cost
+FROM kernos_runs r JOIN kernos_events e ON e.run_id = r.run_id
+WHERE r.tenant_id = :tenant AND r.created_at >= :since AND e.at >= :since
+  AND e.kind = 'llm.completed' AND json_valid(e.data)
+GROUP BY 1
+ORDER BY 1;
+
+-- name: queue_throughput
+-- The tenant's runs that finished since ``since``, per queue and time bucket.
+SELECT queue, CAST(finished_at / :bucket AS INTEGER) * :bucket AS bucket, count(*) AS n
+FROM kernos_runs
+WHERE tenant_id = :tenant AND finished_at >= :since
+  AND status IN ('succeeded', 'failed', 'cancelled')
+GROUP BY queue, 2;
+
 -- name: run_blob_candidates
 -- Rows of a run that may hold blob references (the caller checks each value).
 SELECT input AS a, output AS b, error AS c, NULL AS d FROM kernos_runs
@@ -691,3 +740,154 @@ LIMIT :limit;
 -- name: interrupt_bulk_jobs
 UPDATE kernos_bulk_jobs SET state = 'interrupted', finished_at = :now
 WHERE state = 'running';
+
+-- name: insert_approval
+INSERT INTO kernos_approvals (
+    approval_id, tenant_id, run_id, workflow, seq, kind, title, details, options, assignees,
+    timeouts, default_action, level, deadline, status, created_at, args_hash, history
+) VALUES (
+    :approval_id, :tenant_id, :run_id, :workflow, :seq, :kind, :title, :details, :options,
+    :assignees, :timeouts, :default_action, 0, :deadline, :status, :now, :args_hash, '[]'
+)
+ON CONFLICT (approval_id) DO NOTHING
+RETURNING approval_id;
+
+-- name: get_approval
+SELECT * FROM kernos_approvals WHERE approval_id = :approval_id;
+
+-- name: list_approvals
+-- Newest first; the cursor (created_at, approval_id) is always bound.
+SELECT * FROM kernos_approvals
+WHERE tenant_id = :tenant_id
+  AND (created_at < :before_created
+       OR (created_at = :before_created AND approval_id < :before_id))
+  AND (:status IS NULL OR status = :status)
+  AND (:run_id IS NULL OR run_id = :run_id)
+ORDER BY created_at DESC, approval_id DESC
+LIMIT :limit;
+
+-- name: decide_approval
+-- Compare-and-set: only a pending request still at the level the decider saw.
+UPDATE kernos_approvals SET
+    status = :status, decision = :decision, decided_by = :decided_by, decided_at = :now
+WHERE approval_id = :approval_id AND status = 'pending' AND level = :level
+  AND (:args_hash IS NULL OR args_hash = :args_hash)
+RETURNING *;
+
+-- name: escalate_approval
+-- Compare-and-set: one level up, only from the level the escalator saw.
+UPDATE kernos_approvals SET level = :level + 1, deadline = :deadline, history = :history
+WHERE approval_id = :approval_id AND status = 'pending' AND level = :level
+RETURNING *;
+
+-- name: cancel_run_approvals
+UPDATE kernos_approvals SET status = 'cancelled', decided_at = :now
+WHERE run_id = :run_id AND status = 'pending'
+RETURNING approval_id;
+
+-- name: consume_topic
+UPDATE kernos_messages SET consumed_seq = :seq
+WHERE run_id = :run_id AND topic = :topic AND consumed_seq IS NULL;
+
+-- name: delete_run_approvals
+DELETE FROM kernos_approvals WHERE run_id = :run_id;
+
+-- Webhooks (0006) ---------------------------------------------------------------
+
+-- name: insert_webhook
+INSERT INTO kernos_webhooks (
+    webhook_id, tenant_id, url, secret, kinds, format, active, created_by, created_at, cursor
+) VALUES (
+    :webhook_id, :tenant_id, :url, :secret, :kinds, :format, :active, :created_by,
+    :created_at, :cursor
+);
+
+-- name: get_webhook
+SELECT * FROM kernos_webhooks WHERE webhook_id = :webhook_id;
+
+-- name: list_webhooks
+SELECT * FROM kernos_webhooks
+WHERE (:tenant_id IS NULL OR tenant_id = :tenant_id) AND (:active IS NULL OR active = :active)
+ORDER BY created_at, webhook_id;
+
+-- name: update_webhook
+UPDATE kernos_webhooks SET
+    url = coalesce(:url, url),
+    kinds = coalesce(:kinds, kinds),
+    format = coalesce(:format, format),
+    active = coalesce(:active, active),
+    secret = coalesce(:secret, secret)
+WHERE webhook_id = :webhook_id
+RETURNING *;
+
+-- name: advance_webhook_cursor
+-- Only forward: two dispatchers over one store may both hand the same events over.
+UPDATE kernos_webhooks SET cursor = max(cursor, :cursor) WHERE webhook_id = :webhook_id;
+
+-- name: delete_webhook
+DELETE FROM kernos_webhooks WHERE webhook_id = :webhook_id;
+
+-- name: delete_webhook_deliveries
+DELETE FROM kernos_webhook_deliveries WHERE webhook_id = :webhook_id;
+
+-- name: insert_delivery
+-- An event becomes one delivery per webhook, however often it is handed over.
+INSERT INTO kernos_webhook_deliveries (
+    delivery_id, webhook_id, tenant_id, event_id, kind, payload, attempts, status,
+    next_attempt_at, created_at
+) VALUES (
+    :delivery_id, :webhook_id, :tenant_id, :event_id, :kind, :payload, 0, 'pending',
+    :next_attempt_at, :created_at
+)
+ON CONFLICT DO NOTHING;
+
+-- name: claim_deliveries
+-- Moving next_attempt_at past the lease keeps another dispatcher off them while
+-- they are sent; a dispatcher that dies mid-send has them retried after the lease.
+UPDATE kernos_webhook_deliveries SET next_attempt_at = :lease_until
+WHERE delivery_id IN (
+    SELECT delivery_id FROM kernos_webhook_deliveries
+    WHERE status IN ('pending', 'failed') AND next_attempt_at <= :now
+    ORDER BY next_attempt_at, delivery_id
+    LIMIT :limit
+)
+RETURNING *;
+
+-- name: record_delivery_attempt
+UPDATE kernos_webhook_deliveries SET
+    attempts = :attempts,
+    status = :status,
+    response_status = :response_status,
+    last_error = :last_error,
+    next_attempt_at = :next_attempt_at,
+    delivered_at = :delivered_at
+WHERE delivery_id = :delivery_id
+RETURNING *;
+
+-- name: get_delivery
+SELECT * FROM kernos_webhook_deliveries WHERE delivery_id = :delivery_id;
+
+-- name: list_deliveries
+SELECT * FROM kernos_webhook_deliveries
+WHERE webhook_id = :webhook_id
+  AND (:status IS NULL OR status = :status)
+  AND (created_at < :before_at OR (created_at = :before_at AND delivery_id < :before_id))
+ORDER BY created_at DESC, delivery_id DESC
+LIMIT :limit;
+
+-- name: insert_policy
+-- The next version of the tenant's policy, numbered in the same statement.
+INSERT INTO kernos_policies (tenant_id, version, document, sha256, created_by, created_at)
+SELECT :tenant_id, COALESCE(MAX(version), 0) + 1, :document, :sha256, :created_by, :now
+FROM kernos_policies WHERE tenant_id = :tenant_id
+ON CONFLICT DO NOTHING
+RETURNING *;
+
+-- name: current_policy
+SELECT * FROM kernos_policies WHERE tenant_id = :tenant_id ORDER BY version DESC LIMIT 1;
+
+-- name: get_policy
+SELECT * FROM kernos_policies WHERE tenant_id = :tenant_id AND version = :version;
+
+-- name: list_policies
+SELECT * FROM kernos_policies WHERE tenant_id = :tenant_id ORDER BY version DESC LIMIT :limit;

@@ -215,3 +215,74 @@ CREATE TABLE kernos_bulk_jobs (
     results     TEXT
 );
 CREATE INDEX kernos_bulk_jobs_tenant ON kernos_bulk_jobs (tenant_id, created_at);
+
+-- Approval requests (0004): one row per kernos.approval() wait or gated tool call.
+CREATE TABLE kernos_approvals (
+    approval_id    TEXT PRIMARY KEY,
+    tenant_id      TEXT NOT NULL,
+    run_id         TEXT NOT NULL,
+    workflow       TEXT NOT NULL,
+    seq            INTEGER NOT NULL,
+    kind           TEXT NOT NULL,
+    title          TEXT NOT NULL,
+    details        TEXT,
+    options        TEXT NOT NULL,
+    assignees      TEXT NOT NULL,
+    timeouts       TEXT NOT NULL,
+    default_action TEXT NOT NULL,
+    level          INTEGER NOT NULL DEFAULT 0,
+    deadline       REAL,
+    status         TEXT NOT NULL,
+    decision       TEXT,
+    decided_by     TEXT,
+    decided_at     REAL,
+    created_at     REAL NOT NULL,
+    args_hash      TEXT,
+    history        TEXT
+);
+CREATE INDEX kernos_approvals_tenant ON kernos_approvals (tenant_id, status, created_at, approval_id);
+CREATE INDEX kernos_approvals_run ON kernos_approvals (run_id);
+
+-- Webhook subscriptions and their outbox of deliveries (0006).
+CREATE TABLE kernos_webhooks (
+    webhook_id TEXT PRIMARY KEY,
+    tenant_id  TEXT NOT NULL,
+    url        TEXT NOT NULL,
+    secret     TEXT NOT NULL,
+    kinds      TEXT NOT NULL,
+    format     TEXT NOT NULL,
+    active     INTEGER NOT NULL DEFAULT 1,
+    created_by TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    cursor     INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX kernos_webhooks_tenant ON kernos_webhooks (tenant_id, created_at);
+
+CREATE TABLE kernos_webhook_deliveries (
+    delivery_id     TEXT PRIMARY KEY,
+    webhook_id      TEXT NOT NULL,
+    tenant_id       TEXT NOT NULL,
+    event_id        INTEGER,
+    kind            TEXT NOT NULL,
+    payload         TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    status          TEXT NOT NULL,
+    response_status INTEGER,
+    last_error      TEXT,
+    next_attempt_at REAL,
+    created_at      REAL NOT NULL,
+    delivered_at    REAL,
+    UNIQUE (webhook_id, event_id)
+);
+CREATE INDEX kernos_webhook_deliveries_due ON kernos_webhook_deliveries (status, next_attempt_at);
+CREATE INDEX kernos_webhook_deliveries_hook ON kernos_webhook_deliveries (webhook_id, created_at);
+
+CREATE TABLE kernos_policies (
+    tenant_id  TEXT NOT NULL,
+    version    INTEGER NOT NULL,
+    document   TEXT NOT NULL,
+    sha256     TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (tenant_id, version)
+);
