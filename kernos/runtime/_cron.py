@@ -293,7 +293,9 @@ def _parse_entry(text: str, spec: _Field, entry: str) -> range:
             problem = f"{spec.name} range {entry!r} starts after it ends"
             raise _error(text, problem, field=spec.name)
     else:
-        last = (spec.star_high or spec.high) if slash else first
+        # ``a/n`` runs from a to the field's end; ``7/n`` in the weekday field
+        # (7 is Sunday, past the end of 0-6) is Sunday alone, not nothing.
+        last = max(first, spec.star_high or spec.high) if slash else first
     return range(first, last + 1, step)
 
 

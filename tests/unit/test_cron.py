@@ -49,6 +49,7 @@ def next_iso(expr: str, start: str) -> str:
         ("0 0 * * 7", "2024-05-01 00:00:00", "2024-05-05 00:00"),  # 7 is Sunday
         ("0 0 * * 0", "2024-05-01 00:00:00", "2024-05-05 00:00"),
         ("0 0 * * 5-7", "2024-05-01 00:00:00", "2024-05-03 00:00"),
+        ("0 0 * * 7/1", "2024-05-01 00:00:00", "2024-05-05 00:00"),  # Sunday, not never
         ("0 0 31 * *", "2024-04-01 00:00:00", "2024-05-31 00:00"),  # April has no 31st
         ("0 0 29 2 *", "2097-01-01 00:00:00", "2104-02-29 00:00"),  # 2100 is not a leap year
         ("0 12 * 2 *", "2023-02-28 12:00:00", "2024-02-01 12:00"),
@@ -314,7 +315,7 @@ def entries(draw: st.DrawFn, spec: FieldSpec) -> tuple[str, set[int]]:
     if kind == "a":
         return a_text, {a}
     if kind == "a/n":
-        return f"{a_text}/{step}", set(range(a, spec.star_high + 1, step))
+        return f"{a_text}/{step}", set(range(a, max(a, spec.star_high) + 1, step))
     b_text, b = draw(values(spec, minimum=a))
     if kind == "a-b":
         return f"{a_text}-{b_text}", set(range(a, b + 1))
