@@ -37,7 +37,9 @@ from kernos.records import (
     Worker,
 )
 from kernos.runtime import (
+    ApprovalDecision,
     Divergence,
+    Escalate,
     Kernos,
     Queue,
     ReplayReport,
@@ -45,6 +47,7 @@ from kernos.runtime import (
     RunHandle,
     Step,
     Workflow,
+    approval,
     checkpoint,
     current_run_id,
     gather,
@@ -74,10 +77,12 @@ else:
 __version__ = "0.1.0"
 
 __all__ = [
+    "ApprovalDecision",
     "Checkpoint",
     "Divergence",
     "EntryKind",
     "EntryStatus",
+    "Escalate",
     "Event",
     "JournalEntry",
     "Kernos",
@@ -94,6 +99,7 @@ __all__ = [
     "Worker",
     "Workflow",
     "__version__",
+    "approval",
     "checkpoint",
     "current_run_id",
     "errors",

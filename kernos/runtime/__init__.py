@@ -2,6 +2,7 @@
 
 from kernos.retry import RetryPolicy
 from kernos.runtime._app import Kernos, RunHandle
+from kernos.runtime._approvals import ApprovalDecision, Escalate, approval
 from kernos.runtime._context import Divergence, StepScope
 from kernos.runtime._definitions import Step, Workflow, registry, step, workflow
 from kernos.runtime._primitives import (
@@ -18,7 +19,9 @@ from kernos.runtime._replay import ReplayReport
 from kernos.runtime._scheduler import schedule
 
 __all__ = [
+    "ApprovalDecision",
     "Divergence",
+    "Escalate",
     "Kernos",
     "Queue",
     "ReplayReport",
@@ -27,6 +30,7 @@ __all__ = [
     "Step",
     "StepScope",
     "Workflow",
+    "approval",
     "checkpoint",
     "current_run_id",
     "current_step",

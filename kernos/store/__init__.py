@@ -12,20 +12,25 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from kernos.errors import ConfigError
+from kernos.store._approvals import ApprovalFilter, NewApproval, approval_id_for, approval_topic
 from kernos.store._base import Enqueued, NewRun, RunFilter, Store
 from kernos.store._ops import EntryWrite, EventWrite, Fence, FinishWrite, Write
 from kernos.store._url import redact_url
 
 __all__ = [
+    "ApprovalFilter",
     "Enqueued",
     "EntryWrite",
     "EventWrite",
     "Fence",
     "FinishWrite",
+    "NewApproval",
     "NewRun",
     "RunFilter",
     "Store",
     "Write",
+    "approval_id_for",
+    "approval_topic",
     "open_store",
     "redact_url",
 ]

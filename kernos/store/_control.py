@@ -21,7 +21,7 @@ from kernos.records import (
 from kernos.store._tx import Transacting, Tx
 from kernos.types import JSON
 
-__all__ = ["ControlPlane"]
+__all__ = ["ControlPlane", "audit_params"]
 
 _LAST_ID = 2**63 - 1  # above any audit id: the first page's cursor
 
@@ -218,20 +218,7 @@ class ControlPlane(Transacting):
 
     async def append_audit(self, records: Sequence[AuditRecord]) -> None:
         """Append audit records in one transaction; the store assigns their ids."""
-        params = [
-            {
-                "tenant_id": record.tenant_id,
-                "at": record.at,
-                "actor": record.actor,
-                "action": record.action,
-                "object_type": record.object_type,
-                "object_id": record.object_id,
-                "ip": record.ip,
-                "outcome": record.outcome,
-                "detail": _json(record.detail),
-            }
-            for record in records
-        ]
+        params = [audit_params(record) for record in records]
         if params:
             await self._call(lambda tx: tx.many("insert_audit", params))
 
@@ -301,6 +288,21 @@ class ControlPlane(Transacting):
         return await self._call(
             lambda tx: int(tx.execute("interrupt_bulk_jobs", {"now": now}).rowcount)
         )
+
+
+def audit_params(record: AuditRecord) -> dict[str, Any]:
+    """The parameters of ``insert_audit`` for one record."""
+    return {
+        "tenant_id": record.tenant_id,
+        "at": record.at,
+        "actor": record.actor,
+        "action": record.action,
+        "object_type": record.object_type,
+        "object_id": record.object_id,
+        "ip": record.ip,
+        "outcome": record.outcome,
+        "detail": _json(record.detail),
+    }
 
 
 def _user(tx: Tx, query: str, params: dict[str, Any]) -> User | None:

@@ -44,6 +44,7 @@ def purge(tx: Tx, run_id: str) -> tuple[dict[str, int], list[str]]:
     params = {"run_id": run_id}
     counts = {kind: int(tx.execute(query, params).rowcount) for kind, query in _DELETES.items()}
     tx.execute("delete_run_deps", params)
+    tx.execute("delete_run_approvals", params)
     counts["runs"] = int(tx.execute("delete_run", params).rowcount)
     # Blobs are shared by content: keep those another run (a fork, a run with
     # the same large input) still refers to.
