@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from kernos.records import Event, QueueSpec, QueueStats, Run
+from kernos.records import Event, QueueSpec, QueueStats, Run, RunUsage
 from kernos.store._base import RunFilter
 from kernos.store._tx import Transacting, Tx
 
@@ -101,6 +101,73 @@ class Listing(Transacting):
             ]
 
         return await self._call(go, write=False)
+
+    async def usage_of_runs(self, run_ids: Sequence[str]) -> dict[str, RunUsage]:
+        """Model calls, tokens and cost of each run (runs without calls are absent)."""
+        if not run_ids:
+            return {}
+        params = {"run_ids": orjson.dumps(list(run_ids)).decode()}
+        return await self._call(
+            lambda tx: {
+                row["run_id"]: RunUsage.from_row(row) for row in tx.all("usage_of_runs", params)
+            },
+            write=False,
+        )
+
+    async def run_activity(
+        self, tenant: str, since: float, bucket: float
+    ) -> list[tuple[float, str, int]]:
+        """``(bucket start, status, runs)`` of the tenant's runs created since ``since``."""
+        params = {"tenant": tenant, "since": since, "bucket": bucket}
+        return await self._call(
+            lambda tx: [
+                (float(r["bucket"]), r["status"], int(r["n"]))
+                for r in tx.all("runs_per_bucket", params)
+            ],
+            write=False,
+        )
+
+    async def run_durations(
+        self, tenant: str, since: float, bucket: float
+    ) -> list[tuple[float, float]]:
+        """``(bucket start, seconds)`` of each finished run created since ``since``."""
+        params = {"tenant": tenant, "since": since, "bucket": bucket}
+        return await self._call(
+            lambda tx: [
+                (float(r["bucket"]), float(r["duration"])) for r in tx.all("run_durations", params)
+            ],
+            write=False,
+        )
+
+    async def usage_over_time(
+        self, tenant: str, since: float, bucket: float
+    ) -> list[tuple[float, int, float | None]]:
+        """``(bucket start, tokens, cost)`` of model calls in runs created since ``since``."""
+        params = {"tenant": tenant, "since": since, "bucket": bucket}
+        return await self._call(
+            lambda tx: [
+                (
+                    float(r["bucket"]),
+                    int(r["tokens"]),
+                    float(r["cost"]) if r["cost"] is not None else None,
+                )
+                for r in tx.all("usage_per_bucket", params)
+            ],
+            write=False,
+        )
+
+    async def queue_throughput(
+        self, tenant: str, since: float, bucket: float
+    ) -> list[tuple[str, float, int]]:
+        """``(queue, bucket start, runs)`` of the tenant's runs finished since ``since``."""
+        params = {"tenant": tenant, "since": since, "bucket": bucket}
+        return await self._call(
+            lambda tx: [
+                (r["queue"], float(r["bucket"]), int(r["n"]))
+                for r in tx.all("queue_throughput", params)
+            ],
+            write=False,
+        )
 
     async def stream_events(
         self,
