@@ -19,6 +19,7 @@ from kernos.records import (
     QueueStats,
     Role,
     Run,
+    RunUsage,
     Worker,
 )
 from kernos.runtime import Kernos, ReplayReport
@@ -155,6 +156,16 @@ class RunService:
         """How many of the tenant's runs match ``query``."""
         principal.require(Role.VIEWER, "counting runs")
         return await self.app.store.count_matching(replace(query, tenant=principal.tenant_id))
+
+    async def usage(self, principal: Principal, runs: Sequence[Run]) -> dict[str, RunUsage]:
+        """Model calls, tokens and cost of each of ``runs`` (the caller's tenant's only).
+
+        Runs that made no model call get an empty usage.
+        """
+        principal.require(Role.VIEWER, "reading runs")
+        mine = [run.run_id for run in runs if run.tenant == principal.tenant_id]
+        found = await self.app.store.usage_of_runs(mine)
+        return {run_id: found.get(run_id) or RunUsage(run_id=run_id) for run_id in mine}
 
     async def iterate(
         self, principal: Principal, query: RunFilter, *, page: int = 500

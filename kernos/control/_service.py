@@ -8,6 +8,7 @@ from kernos.control._admin import AdminService
 from kernos.control._audit import Auditor
 from kernos.control._auth import Authenticator
 from kernos.control._bulk import BulkActions
+from kernos.control._insights import Insights
 from kernos.control._retention import RetentionSweeper
 from kernos.control._runs import RunService
 from kernos.runtime import Kernos
@@ -29,4 +30,5 @@ class Service:
         self.runs = RunService(app, self.audit)
         self.admin = AdminService(app.store, self.audit)
         self.bulk = BulkActions(self.runs, self.audit)
+        self.insights = Insights(app.store)
         self.retention = RetentionSweeper(app.store, self.audit, archive_dir)

@@ -65,6 +65,7 @@ class Reply:
         headers: more response headers.
         delay: seconds to wait before answering, on top of the server's latency.
         chunk_size: characters of text (and of tool arguments) per streamed chunk.
+        chunk_delay: seconds between streamed chunks (a model that types slowly).
         stream_error: when streaming, an error the server reports after the content.
         model: the model name the reply claims (``None``: the one requested).
     """
@@ -82,6 +83,7 @@ class Reply:
     headers: Mapping[str, str] = field(default_factory=dict)
     delay: float = 0.0
     chunk_size: int = 4
+    chunk_delay: float = 0.0
     stream_error: str | None = None
     model: str | None = None
 

@@ -36,6 +36,7 @@ class Rendered:
     status: int
     headers: list[tuple[str, str]] = field(default_factory=list)
     chunks: Sequence[bytes] = ()
+    pace: float = 0.0  # seconds between chunks
 
     @classmethod
     def json(cls, status: int, body: Any, headers: dict[str, str] | None = None) -> Rendered:
@@ -274,7 +275,9 @@ class FakeServer(ABC):
                 "headers": [(k.encode(), v.encode()) for k, v in rendered.headers],
             }
         )
-        for chunk in rendered.chunks:
+        for i, chunk in enumerate(rendered.chunks):
+            if i and rendered.pace > 0:
+                await asyncio.sleep(rendered.pace)
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
@@ -299,6 +302,7 @@ class FakeServer(ABC):
             return rendered, delay
         rendered = self.render(request, reply)
         rendered.headers += list(reply.response_headers().items())
+        rendered.pace = reply.chunk_delay
         return rendered, delay
 
     # -- what each provider renders ------------------------------------------------

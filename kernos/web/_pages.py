@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -12,9 +14,11 @@ from kernos.api._state import server_state
 from kernos.control import Principal
 from kernos.control._cursor import decode_cursor
 from kernos.errors import UsageError
-from kernos.records import Role, RunStatus
+from kernos.records import Role, Run, RunStatus, RunUsage
 from kernos.store import RunFilter
-from kernos.web._render import page
+from kernos.web._charts import lines, sparkline, stacked_bars
+from kernos.web._entry import Stream, cause_chain, model_streams
+from kernos.web._render import page, when
 from kernos.web._session import viewer
 from kernos.web._timeline import build_timeline
 
@@ -24,7 +28,37 @@ router = APIRouter(include_in_schema=False)
 
 RANGES = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 PAGE_SIZE = 50
+STREAM_EVENTS = 10_000  # events read to gather a running model call's streamed text
 FRAGMENT_HEADER = "x-kernos-fragment"
+
+SortKey = Callable[[Run, RunUsage, float], Any]
+
+
+def _duration(run: Run, now: float) -> float:
+    return (run.finished_at or now) - run.started_at if run.started_at else -1.0
+
+
+SORTS: dict[str, SortKey] = {
+    "status": lambda run, usage, now: run.status.value,
+    "workflow": lambda run, usage, now: run.workflow,
+    "started": lambda run, usage, now: run.started_at or 0.0,
+    "duration": lambda run, usage, now: _duration(run, now),
+    "steps": lambda run, usage, now: run.steps,
+    "tokens": lambda run, usage, now: usage.tokens,
+    "cost": lambda run, usage, now: usage.cost or 0.0,
+}
+"""The runs table's sortable columns (a page is sorted on its own; pages go newest first)."""
+COLUMNS = [
+    ("status", "Status", False),
+    ("workflow", "Workflow", False),
+    (None, "Run", False),
+    ("started", "Started", False),
+    ("duration", "Duration", True),
+    ("steps", "Steps", True),
+    ("tokens", "Tokens", True),
+    ("cost", "Cost", True),
+    (None, "Queue", False),
+]
 
 
 def base_context(request: Request, caller: Principal, section: str) -> dict[str, Any]:
@@ -75,6 +109,23 @@ def runs_filter(request: Request) -> tuple[RunFilter, dict[str, Any]]:
     return query, shown
 
 
+def _headers(params: dict[str, str], cursor: str | None, sort: str) -> list[dict[str, Any]]:
+    """The runs table's column headers: each sortable one links to its sorted page."""
+    here = params | ({"cursor": cursor} if cursor else {})
+    headers = []
+    for key, label, numeric in COLUMNS:
+        header: dict[str, Any] = {"label": label, "numeric": numeric, "href": None, "aria": None}
+        if key is not None:
+            ascending = sort == key
+            descending = sort == f"-{key}"
+            wanted = key if descending or (not ascending and not numeric) else f"-{key}"
+            header["href"] = "/runs?" + urlencode(here | {"sort": wanted})
+            if ascending or descending:
+                header["aria"] = "ascending" if ascending else "descending"
+        headers.append(header)
+    return headers
+
+
 @router.get("/")
 async def home() -> Response:
     """The dashboard starts at the runs list."""
@@ -88,21 +139,36 @@ async def runs_page(request: Request) -> Response:
     service = server_state(request).service
     query, shown = runs_filter(request)
     runs, cursor = await service.runs.page(caller, query)
+    usage = await service.runs.usage(caller, runs)
+    now = time.time()
+    sort = _text(request, "sort") or ""
+    if sort.lstrip("-") in SORTS:
+        key = SORTS[sort.lstrip("-")]
+        runs = sorted(runs, key=lambda run: key(run, usage[run.run_id], now))
+        if sort.startswith("-"):
+            runs.reverse()
+    else:
+        sort = ""
     workflows = [w.name for w in service.runs.workflows(caller)]
     queues = [q.name for q in await service.runs.queues(caller)]
     params = {k: v for k, v in shown.items() if v}
     context = base_context(request, caller, "runs") | {
         "runs": runs,
+        "usage": usage,
+        "sort": sort,
         "next_cursor": cursor,
         "shown": shown,
         "params": params,
-        "next_params": params | {"cursor": cursor} if cursor else params,
+        "headers": _headers(params, _text(request, "cursor", 400), sort),
+        "next_params": params
+        | ({"cursor": cursor} if cursor else {})
+        | ({"sort": sort} if sort else {}),
         "statuses": [s.value for s in RunStatus],
         "workflows": workflows,
         "queues": queues,
         "ranges": list(RANGES),
         "first_page": query.before is None,
-        "now": time.time(),
+        "now": now,
     }
     return page("_runs_table.html" if context["fragment"] else "runs.html", context)
 
@@ -121,12 +187,18 @@ async def run_page(request: Request, run_id: str) -> Response:
         selected = next((e for e in entries if e.seq == int(wanted)), None)
     timeline = build_timeline(run, entries)
     chosen_bar = next((b for b in timeline.bars if b.entry is selected), None)
+    streams: list[Stream] = []
+    if not run.status.terminal:
+        events = await service.runs.events(caller, run.run_id, after=0, limit=STREAM_EVENTS)
+        streams = model_streams(events, {e.seq for e in entries})
     context = base_context(request, caller, "runs") | {
         "run": run,
         "timeline": timeline,
         "children": children,
         "selected": selected,
         "selected_bar": chosen_bar,
+        "causes": cause_chain(selected.error) if selected is not None else [],
+        "streams": streams,
         "now": time.time(),
     }
     return page("_run_live.html" if context["fragment"] else "run.html", context)
@@ -143,10 +215,42 @@ async def workers_page(request: Request) -> Response:
 
 @router.get("/queues")
 async def queues_page(request: Request) -> Response:
-    """Queues with their limits and the tenant's runs in each state."""
+    """Queues with their limits, the tenant's runs in each state and their throughput."""
     caller = await viewer(request)
-    queues = await server_state(request).service.runs.queues(caller)
-    return page("queues.html", base_context(request, caller, "queues") | {"queues": queues})
+    service = server_state(request).service
+    queues = await service.runs.queues(caller)
+    throughput = await service.insights.throughput(caller, hours=24)
+    names = sorted({q.name for q in queues} | set(throughput))
+    context = base_context(request, caller, "queues") | {
+        "queues": queues,
+        "names": names,
+        "throughput": {name: throughput.get(name, [0] * 24) for name in names},
+        "sparkline": sparkline,
+    }
+    return page("queues.html", context)
+
+
+@router.get("/insights")
+async def insights_page(request: Request) -> Response:
+    """Charts: runs per hour by status, p50/p95 duration, tokens and cost per day."""
+    caller = await viewer(request)
+    charts = await server_state(request).service.insights.charts(caller)
+    hours = [when(h)[11:16] for h in charts.hours]
+    days = [when(d)[5:10] for d in charts.days]
+    order = ["succeeded", "failed", "cancelled", "running", "waiting", "paused", "pending"]
+    context = base_context(request, caller, "insights") | {
+        "charts": charts,
+        "hours": hours,
+        "days": days,
+        "statuses": order,
+        "runs_chart": stacked_bars(hours, {s: charts.runs[s] for s in order}),
+        "duration_chart": lines(hours, {"p50": charts.p50, "p95": charts.p95}),
+        "tokens_chart": stacked_bars(days, {"tokens": charts.tokens}, every=2),
+        "cost_chart": stacked_bars(
+            days, {"cost": [c or 0.0 for c in charts.cost]}, every=2, fmt="${:.2f}"
+        ),
+    }
+    return page("insights.html", context)
 
 
 @router.get("/approvals")

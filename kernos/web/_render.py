@@ -53,6 +53,13 @@ def duration(seconds: float | None) -> str:
     return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} m"
 
 
+def money(value: float | None) -> str:
+    """A cost in dollars: four decimals under a dollar, two above; an em dash if unknown."""
+    if value is None:
+        return "—"
+    return f"${value:.4f}" if value < 1 else f"${value:,.2f}"
+
+
 def pretty(value: Any) -> str:
     """A JSON value indented for reading (escaped by the template like any text)."""
     try:
@@ -69,7 +76,7 @@ def _environment() -> Environment:
         lstrip_blocks=True,
         auto_reload=False,
     )
-    env.filters.update(when=when, iso=iso, duration=duration, pretty=pretty)
+    env.filters.update(when=when, iso=iso, duration=duration, pretty=pretty, money=money)
     return env
 
 

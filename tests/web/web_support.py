@@ -15,12 +15,17 @@ from html.parser import HTMLParser
 import httpx
 
 import kernos
+from kernos import agents, llm
 from kernos.api._server import ApiServer
 from kernos.control import Principal, Service, ensure_first_admin
 from kernos.records import Role
+from kernos.testing import FakeOpenAI
 from kernos.web import mount
 
 INJECTION = '<script>alert("x")</script><img src=x onerror=alert(1)><b>bold</b>'
+MODEL = "openai:gpt-4o-mini"
+MODELS: dict[str, agents.Model] = {}
+"""The streaming model of the site being served (``web_llm`` asks it), against its fake."""
 
 
 @kernos.step
@@ -42,6 +47,32 @@ async def wait(topic: str = "default") -> object:
     return await kernos.recv(topic)
 
 
+@kernos.workflow(name="web_llm")
+async def ask(question: str = "Why is the sky blue?") -> str:
+    """Ask the site's model a question (streamed) and return its answer."""
+    request = llm.ChatRequest(messages=[llm.Message.user(question)])
+    return (await MODELS["writer"].chat(request)).text
+
+
+class Flaky(Exception):
+    """What ``web_flaky``'s step fails with, caused by a ConnectionError."""
+
+
+@kernos.step(retries=kernos.RetryPolicy(max_attempts=3, initial_delay=0.01, jitter=0))
+async def web_flaky_call(url: str) -> str:
+    """A step that always fails, with a cause, after three attempts."""
+    try:
+        raise ConnectionError(f"connection to {url} refused")
+    except ConnectionError as error:
+        raise Flaky("the upstream service is down") from error
+
+
+@kernos.workflow(name="web_flaky")
+async def flaky(url: str = "http://upstream.invalid") -> str:
+    """Fail after retrying one step."""
+    return await web_flaky_call(url)
+
+
 @dataclass
 class Site:
     """A running server with the dashboard, and the admin's password."""
@@ -51,6 +82,7 @@ class Site:
     service: Service
     admin_password: str
     admin_key: str
+    fake: FakeOpenAI
 
     async def user(self, username: str, role: Role) -> str:
         """Create a user with ``role`` in the default tenant; return the password."""
@@ -85,15 +117,24 @@ async def live_site(store_url: str) -> AsyncIterator[Site]:
     app = kernos.Kernos(store_url, worker=True, poll_interval=0.05)
     await app.open()
     try:
-        bootstrap = await ensure_first_admin(app.store)
-        assert bootstrap is not None
-        service = Service(app)
-        server = ApiServer(service, host="127.0.0.1", port=0, grace=1.0, dashboard=mount)
-        url = await server.start()
-        try:
-            yield Site(url, app, service, bootstrap.password, bootstrap.api_key)
-        finally:
-            await server.stop()
+        async with FakeOpenAI() as fake:
+
+            def connect() -> llm.Provider:
+                return llm.connect(MODEL, base_url=fake.url, api_key="test", retries=0)
+
+            MODELS["writer"] = agents.Model(MODEL, provider=connect, stream=True)
+            try:
+                bootstrap = await ensure_first_admin(app.store)
+                assert bootstrap is not None
+                service = Service(app)
+                server = ApiServer(service, host="127.0.0.1", port=0, grace=1.0, dashboard=mount)
+                url = await server.start()
+                try:
+                    yield Site(url, app, service, bootstrap.password, bootstrap.api_key, fake)
+                finally:
+                    await server.stop()
+            finally:
+                await MODELS.pop("writer").aclose()
     finally:
         await app.close()
 

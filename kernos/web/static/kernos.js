@@ -40,7 +40,52 @@
     };
     KINDS.forEach(function (k) { source.addEventListener(k, onEvent); });
     source.onmessage = onEvent;
+    if (kind === "run") {
+      source.addEventListener("llm.delta", function (event) { streamed(live, event, onEvent); });
+    }
     live.setAttribute("data-stream", "open");
+  }
+
+  // Model output as it arrives: each llm.delta event's text is appended (as text, never
+  // HTML) to its call's box; a gap in the indexes fetches the page part again instead.
+  function streamed(live, event, refetch) {
+    var message;
+    try { message = JSON.parse(event.data); } catch (e) { return; }
+    var d = message && message.data;
+    if (!d || typeof d.seq !== "number" || typeof d.index !== "number" || typeof d.text !== "string") { return; }
+    var streams = live.querySelector("[data-streams]");
+    if (!streams) { return; }
+    var box = streams.querySelector('pre[data-stream-seq="' + d.seq + '"]');
+    if (!box) {
+      var card = document.createElement("div");
+      card.className = "card stream";
+      var title = document.createElement("h3");
+      title.textContent = "#" + d.seq + " model output ";
+      var note = document.createElement("span");
+      note.className = "muted";
+      note.textContent = "streaming";
+      title.appendChild(note);
+      box = document.createElement("pre");
+      box.setAttribute("data-stream-seq", String(d.seq));
+      box.setAttribute("data-attempt", String(d.attempt || 0));
+      box.setAttribute("data-next-index", "0");
+      box.setAttribute("aria-live", "polite");
+      card.appendChild(title);
+      card.appendChild(box);
+      streams.appendChild(card);
+    }
+    var attempt = String(d.attempt || 0);
+    if (box.getAttribute("data-attempt") !== attempt) {
+      if (Number(attempt) < Number(box.getAttribute("data-attempt"))) { return; }
+      box.textContent = "";
+      box.setAttribute("data-attempt", attempt);
+      box.setAttribute("data-next-index", "0");
+    }
+    var next = Number(box.getAttribute("data-next-index"));
+    if (d.index < next) { return; }
+    if (d.index > next) { refetch(); return; }
+    box.appendChild(document.createTextNode(d.text));
+    box.setAttribute("data-next-index", String(next + 1));
   }
 
   function rows() {
