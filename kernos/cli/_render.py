@@ -245,12 +245,58 @@ def _checkpoint_detail(entry: records.JournalEntry) -> str:
     return f"sha256 {str(detail.get('sha256', ''))[:12]} {preview(entry.output, 24)}"
 
 
+def _llm_detail(entry: records.JournalEntry) -> str:
+    detail = entry.detail if isinstance(entry.detail, dict) else {}
+    output = entry.output if isinstance(entry.output, dict) else {}
+    usage = detail.get("usage")
+    parts = [str(detail.get("model") or entry.name)]
+    if isinstance(usage, dict):
+        counts = [usage.get(key) for key in ("input_tokens", "output_tokens")]
+        parts.append(f"{sum(c for c in counts if isinstance(c, int))} tokens")
+    cost = detail.get("cost")
+    if isinstance(cost, int | float):
+        parts.append(f"${cost:.4f}")
+    calls = output.get("tool_calls")
+    if isinstance(calls, list) and calls:
+        names = ", ".join(str(c.get("name")) for c in calls if isinstance(c, dict))
+        parts.append(f"calls {names}")
+    elif output.get("text"):
+        parts.append(preview(output.get("text"), 40))
+    return "; ".join(parts)
+
+
+def _tool_detail(entry: records.JournalEntry) -> str:
+    output = entry.output if isinstance(entry.output, dict) else {}
+    decision = str(output.get("decision") or "")
+    flag = " (error)" if output.get("is_error") else ""
+    content = preview(output.get("content", entry.output), 40)
+    return f"{decision}{flag}: {content}" if decision else content
+
+
+def _enqueue_detail(entry: records.JournalEntry) -> str:
+    return f"run {entry.output!s}" if entry.output is not None else ""
+
+
+def _approval_detail(entry: records.JournalEntry) -> str:
+    if entry.status is records.EntryStatus.PENDING:
+        return "waiting for a decision"
+    output = entry.output if isinstance(entry.output, dict) else {}
+    decision = output.get("decision") or output.get("status")
+    by = output.get("decided_by") or output.get("by")
+    text = str(decision) if decision else preview(entry.output, 40)
+    return f"{text} by {by}" if by else text
+
+
 ENTRY_DETAILS: dict[records.EntryKind, Callable[[records.JournalEntry], str]] = {
     records.EntryKind.STEP: _step_detail,
     records.EntryKind.SLEEP: _sleep_detail,
     records.EntryKind.RECV: _recv_detail,
     records.EntryKind.CHILD: _child_detail,
     records.EntryKind.CHECKPOINT: _checkpoint_detail,
+    records.EntryKind.ENQUEUE: _enqueue_detail,
+    records.EntryKind.LLM: _llm_detail,
+    records.EntryKind.TOOL: _tool_detail,
+    records.EntryKind.APPROVAL: _approval_detail,
 }
 
 
@@ -277,7 +323,7 @@ def journal_table(entries: Iterable[records.JournalEntry]) -> Table:
         detail: str | Text = (
             Text(describe_error(entry.error), style="red")
             if entry.status is records.EntryStatus.ERROR
-            else ENTRY_DETAILS[entry.kind](entry)
+            else ENTRY_DETAILS.get(entry.kind, _step_detail)(entry)
         )
         table.add_row(
             str(entry.seq),
