@@ -8,11 +8,12 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
 from kernos.api._admin_routes import router as admin_router
+from kernos.api._approvals_routes import router as approvals_router
 from kernos.api._metrics import Metrics
 from kernos.api._middleware import LimitsMiddleware, MetricsMiddleware
 from kernos.api._problems import install_problem_handlers, problem_schemas
@@ -21,7 +22,11 @@ from kernos.api._settings import ServerSettings
 from kernos.api._state import ServerState
 from kernos.api._system_routes import health
 from kernos.api._system_routes import router as system_router
-from kernos.control import RateLimiter, Service
+from kernos.api._webhook_routes import router as webhook_router
+from kernos.control import DeliveryPolicy, Notifier, RateLimiter, Service
+
+if TYPE_CHECKING:
+    from kernos.api._hub import EventHub
 
 __all__ = ["API_PREFIX", "create_app"]
 
@@ -63,6 +68,7 @@ def create_app(
     hub = EventHub(
         service.app.store, poll_interval=settings.stream_poll_s, buffer=settings.stream_buffer
     )
+    notifier = _notifier(service, settings, hub)
     metrics = Metrics()
     state = ServerState(
         service=service,
@@ -79,9 +85,11 @@ def create_app(
             log.warning("%d bulk job(s) were interrupted by the last shutdown", interrupted)
         await hub.start()
         retention = asyncio.create_task(_retention_loop(service, settings.retention_interval_s))
+        await notifier.start()
         try:
             yield
         finally:
+            await notifier.stop()
             retention.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await retention
@@ -109,8 +117,10 @@ def create_app(
     install_problem_handlers(app)
     app.include_router(runs_router, prefix=API_PREFIX)
     app.include_router(admin_router, prefix=API_PREFIX)
+    app.include_router(approvals_router, prefix=API_PREFIX)
     app.include_router(system_router, prefix=API_PREFIX)
     app.include_router(streams_router, prefix=API_PREFIX)
+    app.include_router(webhook_router, prefix=API_PREFIX)
     app.include_router(health)
     if dashboard is not None:
         dashboard(app)
@@ -121,6 +131,16 @@ def create_app(
         max_header_bytes=settings.max_header_bytes,
     )
     return app
+
+
+def _notifier(service: Service, settings: ServerSettings, hub: EventHub) -> Notifier:
+    policy = DeliveryPolicy(allow_private=settings.allow_private_webhooks)
+    if settings.webhook_retry is not None:
+        policy = DeliveryPolicy(allow_private=policy.allow_private, retry=settings.webhook_retry)
+    service.webhooks.configure(policy)
+    return Notifier(
+        service.app.store, hub, service.webhooks.sender, base_url=settings.public_url or ""
+    )
 
 
 async def _retention_loop(service: Service, interval: float) -> None:

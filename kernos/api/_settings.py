@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from kernos.retry import RetryPolicy
+
 __all__ = ["ServerSettings"]
 
 
@@ -27,6 +29,14 @@ class ServerSettings:
         retention_interval_s: how often retention policies are applied.
         archive_dir: where retention archives go (``archive`` action).
         embedded_worker: whether this process also executes runs.
+        allow_private_webhooks: let webhooks target private, loopback and
+            link-local addresses (refused by default: a webhook URL must not
+            reach into the server's own network).
+        webhook_retry: attempts and backoff of webhook deliveries (default:
+            8 attempts over about an hour, with jitter).
+        public_url: the URL people reach this server at (e.g.
+            ``https://kernos.example.com``), for links in notifications; without
+            it links are paths.
     """
 
     max_body_bytes: int = 1024 * 1024
@@ -39,3 +49,6 @@ class ServerSettings:
     retention_interval_s: float = 3600.0
     archive_dir: Path | None = None
     embedded_worker: bool = True
+    allow_private_webhooks: bool = False
+    webhook_retry: RetryPolicy | None = None
+    public_url: str | None = None

@@ -8,6 +8,8 @@ audit record, so there is one code path from any face to the store.
 
 from kernos.control._auth import Authenticator, Credentials
 from kernos.control._bootstrap import Bootstrap, ensure_first_admin
+from kernos.control._delivery import DeliveryPolicy
+from kernos.control._notifier import Notifier
 from kernos.control._principal import Principal
 from kernos.control._ratelimit import RateLimiter
 from kernos.control._secrets import (
@@ -18,11 +20,14 @@ from kernos.control._secrets import (
     verify_password,
 )
 from kernos.control._service import Service
+from kernos.control._webhooks import verify_webhook
 
 __all__ = [
     "Authenticator",
     "Bootstrap",
     "Credentials",
+    "DeliveryPolicy",
+    "Notifier",
     "Principal",
     "RateLimiter",
     "Service",
@@ -32,4 +37,5 @@ __all__ = [
     "new_api_key",
     "parse_api_key",
     "verify_password",
+    "verify_webhook",
 ]

@@ -1,16 +1,18 @@
-"""The one entry point the faces use: runs, administration, bulk actions, retention."""
+"""The one entry point the faces use: runs, approvals, administration, bulk actions, retention."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from kernos.control._admin import AdminService
+from kernos.control._approvals import ApprovalService
 from kernos.control._audit import Auditor
 from kernos.control._auth import Authenticator
 from kernos.control._bulk import BulkActions
 from kernos.control._insights import Insights
 from kernos.control._retention import RetentionSweeper
 from kernos.control._runs import RunService
+from kernos.control._webhook_service import WebhookService
 from kernos.runtime import Kernos
 
 __all__ = ["Service"]
@@ -30,5 +32,7 @@ class Service:
         self.runs = RunService(app, self.audit)
         self.admin = AdminService(app.store, self.audit)
         self.bulk = BulkActions(self.runs, self.audit)
+        self.approvals = ApprovalService(app, self.audit)
         self.insights = Insights(app.store)
         self.retention = RetentionSweeper(app.store, self.audit, archive_dir)
+        self.webhooks = WebhookService(app.store, self.audit)

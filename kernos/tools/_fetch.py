@@ -20,26 +20,27 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import ipaddress
-import socket
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 from kernos import errors
+from kernos._netaddr import (
+    IPAddress,
+    IPNetwork,
+    Resolver,
+    is_public,
+    system_resolve,
+    within,
+)
 from kernos.tools._html import html_to_text
 from kernos.tools._tool import Tool
 
 __all__ = ["FetchPolicy", "FetchResult", "Fetcher", "Resolver"]
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-Resolver = Callable[[str, int], Awaitable[list[str]]]
-"""Resolve a host name and port to IP addresses (text), best first."""
-
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _TEXT_TYPES = {
     "application/json",
     "application/xml",
@@ -181,7 +182,7 @@ class Fetcher:
         user_agent: str = "kernos-fetch/0.1",
     ) -> None:
         self.policy = policy or FetchPolicy()
-        self.resolver: Resolver = resolver or _system_resolve
+        self.resolver: Resolver = resolver or system_resolve
         self.links = links
         self.verify = verify
         self.user_agent = user_agent
@@ -270,15 +271,15 @@ class Fetcher:
             raise _refused(f"{host} is denied by the fetch policy")
         addresses = await self._addresses(host, port)
         for address in addresses:
-            if any(_within(address, net) for net in deny_nets):
+            if any(within(address, net) for net in deny_nets):
                 raise _refused(f"{host} ({address}) is denied by the fetch policy")
         by_name = any(fnmatch.fnmatchcase(host, glob) for glob in allow_hosts)
-        by_address = all(any(_within(a, net) for net in allow_nets) for a in addresses)
+        by_address = all(any(within(a, net) for net in allow_nets) for a in addresses)
         if (allow_hosts or allow_nets) and not (by_name or by_address):
             raise _refused(f"{host} is not in the fetch policy's allow list")
         for address in addresses:
-            listed = any(_within(address, net) for net in allow_nets)
-            if not (policy.allow_private or listed or _public(address)):
+            listed = any(within(address, net) for net in allow_nets)
+            if not (policy.allow_private or listed or is_public(address)):
                 raise _refused(
                     f"{host} resolves to {address}, a private or reserved address; refused"
                 )
@@ -345,34 +346,6 @@ def _pinned_request(client: httpx.AsyncClient, url: httpx.URL, target: _Target) 
     )
 
 
-def _public(address: IPAddress) -> bool:
-    if isinstance(address, ipaddress.IPv6Address):
-        embedded = [address.ipv4_mapped, address.sixtofour]
-        if address.teredo:
-            embedded.extend(address.teredo)
-        if address in _NAT64:
-            embedded.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
-        if any(inner is not None and not _public(inner) for inner in embedded):
-            return False
-        if address.ipv4_mapped is not None:
-            return True
-    return (
-        address.is_global
-        and not address.is_multicast
-        and not address.is_reserved
-        and not address.is_unspecified
-        and not address.is_loopback
-        and not address.is_link_local
-        and not address.is_private
-    )
-
-
-def _within(address: IPAddress, network: IPNetwork) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.version == network.version and address in network
-
-
 def _refused(message: str) -> errors.ToolError:
     return errors.ToolError(message, reason="refused")
 
@@ -382,13 +355,3 @@ def _decode(body: bytes, charset: str | None) -> str:
         return body.decode(charset or "utf-8", errors="replace")
     except LookupError:
         return body.decode("utf-8", errors="replace")
-
-
-async def _system_resolve(host: str, port: int) -> list[str]:
-    infos = await asyncio.get_running_loop().getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-    )
-    seen: dict[str, None] = {}
-    for *_, sockaddr in infos:
-        seen.setdefault(str(sockaddr[0]), None)
-    return list(seen)

@@ -204,6 +204,7 @@ class Context:
     run_id: str = ""
     waiting_id: str = ""
     key_id: str = ""
+    webhook_id: str = ""
 
 
 Request = Callable[[Context, httpx.AsyncClient], Awaitable[httpx.Response]]
@@ -298,6 +299,31 @@ AUDITED: dict[tuple[str, str], Audited] = {
         lambda c, s: s.put("/tenant/retention", json={"days": 7}),
         lambda c, r: "default",
     ),
+    ("POST", "/api/v1/webhooks"): Audited(
+        "webhook.create",
+        lambda c, s: s.post("/webhooks", json={"url": "https://hooks.example.invalid/a"}),
+        lambda c, r: r.json()["webhook"]["webhook_id"],
+    ),
+    ("PATCH", "/api/v1/webhooks/{webhook_id}"): Audited(
+        "webhook.update",
+        lambda c, s: s.patch(f"/webhooks/{c.webhook_id}", json={"kinds": ["run.*"]}),
+        lambda c, r: c.webhook_id,
+    ),
+    ("POST", "/api/v1/webhooks/{webhook_id}/rotate"): Audited(
+        "webhook.rotate",
+        lambda c, s: s.post(f"/webhooks/{c.webhook_id}/rotate"),
+        lambda c, r: c.webhook_id,
+    ),
+    ("POST", "/api/v1/webhooks/{webhook_id}/test"): Audited(
+        "webhook.test",
+        lambda c, s: s.post(f"/webhooks/{c.webhook_id}/test"),
+        lambda c, r: c.webhook_id,
+    ),
+    ("DELETE", "/api/v1/webhooks/{webhook_id}"): Audited(
+        "webhook.delete",
+        lambda c, s: s.delete(f"/webhooks/{c.webhook_id}"),
+        lambda c, r: c.webhook_id,
+    ),
 }
 # Audited with a signed-in user's session (see test_sign_in_out_and_password_are_audited).
 SESSION_ROUTES = {
@@ -325,6 +351,8 @@ async def _context(live: Live, admin: httpx.AsyncClient) -> Context:
     await wait_status(admin, context.run_id, "succeeded")
     await wait_status(admin, context.waiting_id, "waiting")
     context.key_id = (await admin.post("/keys", json={"name": "to rotate"})).json()["key"]["key_id"]
+    hook = await admin.post("/webhooks", json={"url": "https://hooks.example.invalid/ctx"})
+    context.webhook_id = hook.json()["webhook"]["webhook_id"]
     return context
 
 

@@ -54,6 +54,7 @@ class Rule:
 
 
 START = {"workflow": "api_greet", "input": {"name": "roles"}}
+HOOK_URL = "https://hooks.example.invalid/kernos"  # .invalid never resolves: nothing is sent
 
 POLICY: dict[tuple[str, str], Rule] = {
     # workflows and runs: reads
@@ -97,6 +98,15 @@ POLICY: dict[tuple[str, str], Rule] = {
     ("POST", "/api/v1/keys/{key_id}/rotate"): Rule(ADMIN),
     ("PUT", "/api/v1/tenant/retention"): Rule(ADMIN, json=lambda: {"days": None}),
     ("GET", "/api/v1/audit"): Rule(ADMIN),
+    # webhooks: operators look, admins change
+    ("GET", "/api/v1/webhooks"): Rule(OPERATOR),
+    ("GET", "/api/v1/webhooks/{webhook_id}"): Rule(OPERATOR),
+    ("GET", "/api/v1/webhooks/{webhook_id}/deliveries"): Rule(OPERATOR),
+    ("POST", "/api/v1/webhooks"): Rule(ADMIN, json=lambda: {"url": HOOK_URL}),
+    ("PATCH", "/api/v1/webhooks/{webhook_id}"): Rule(ADMIN, json=lambda: {"active": False}),
+    ("DELETE", "/api/v1/webhooks/{webhook_id}"): Rule(ADMIN),
+    ("POST", "/api/v1/webhooks/{webhook_id}/rotate"): Rule(ADMIN),
+    ("POST", "/api/v1/webhooks/{webhook_id}/test"): Rule(ADMIN),
     # the installation
     ("POST", "/api/v1/tenants"): Rule(INSTALLATION, json=lambda: {"tenant_id": _unique("t")}),
     ("POST", "/api/v1/tenants/{tenant_id}/members"): Rule(

@@ -13,7 +13,7 @@ import kernos.errors
 PACKAGE = Path(kernos.__file__).parent
 
 # Each layer may import only the layers listed for it (and the core modules).
-CORE = {"errors", "records", "retry", "serialization", "types"}
+CORE = {"_netaddr", "errors", "records", "retry", "serialization", "types"}
 ALLOWED = {
     "store": {"store"},
     "runtime": {"store", "runtime"},
