@@ -236,7 +236,9 @@ async def run_demo(app: kernos.Kernos, researcher: agents.Agent, chosen: Model) 
         "tool_calls": [{"id": "edited-1", "name": "search", "arguments": {"query": "replay"}}]
     }
     before = chosen.provider.requests
-    fork = await app.fork(handle.run_id, at=0, patch=edited)
+    # The first model answer follows the entry recording the tenant's policy version.
+    first_answer = next(e.seq for e in journal if e.kind is kernos.EntryKind.LLM)
+    fork = await app.fork(handle.run_id, at=first_answer, patch=edited)
     forked = await researcher.handle(app, fork.run_id).result(timeout=120)
     console.print(f"   fork {fork.run_id}: {escape(str(forked.output))}")
     console.print(
@@ -244,7 +246,9 @@ async def run_demo(app: kernos.Kernos, researcher: agents.Agent, chosen: Model) 
         "(only the turns after the edited answer)"
     )
     fork_journal = await app.journal(fork.run_id)
-    console.print(journal_table(f"   journal of {fork.run_id}", fork_journal, fork_at=0))
+    console.print(
+        journal_table(f"   journal of {fork.run_id}", fork_journal, fork_at=first_answer)
+    )
 
     console.print("\n   [bold]Replay the original run against its journal[/bold]")
     before = chosen.provider.requests

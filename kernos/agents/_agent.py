@@ -13,6 +13,7 @@ from kernos import errors, llm, runtime, tools
 from kernos.agents._budget import Budget, StopReason
 from kernos.agents._loop import Conversation, spent_in
 from kernos.agents._model import ModelCall, ProviderSource
+from kernos.agents._policy import PolicyLoader
 from kernos.agents._result import AgentResult
 from kernos.agents._toolcalls import TenantPolicy, ToolCalls
 from kernos.records import DEFAULT_TENANT
@@ -114,6 +115,7 @@ class Agent:
             timeout=model_timeout,
             ledger=ledger,
         )
+        self.policy_loader = PolicyLoader(name, model)
         self.tool_calls = ToolCalls(
             agent=name,
             available=tools,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Any
 
 from kernos import errors, llm
 
@@ -84,6 +85,14 @@ class Budget:
         if self.wall_time_s is not None and spent.wall_time_s >= self.wall_time_s:
             return "wall_time_s", f"{spent.wall_time_s:.3f}s of work of {self.wall_time_s:g}s"
         return None
+
+    def tighter(self, other: Budget) -> Budget:
+        """The budget with, for each limit, the tighter of this one's and ``other``'s."""
+        values: dict[str, Any] = {}
+        for name in ("tokens", "cost_usd", "turns", "wall_time_s"):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            values[name] = theirs if mine is None else mine if theirs is None else min(mine, theirs)
+        return Budget(**values)
 
     def turns_left(self, spent: Spent) -> bool:
         """Whether another model call is within the turn budget."""

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from kernos import errors, llm, runtime, tools
 from kernos.agents._budget import Spent, StopReason
 from kernos.agents._model import response_of
+from kernos.agents._policy import RunPolicy, using
 from kernos.agents._result import AgentResult
 from kernos.agents._toolcalls import result_of
 from kernos.records import EntryKind, EntryStatus, JournalEntry
@@ -63,6 +64,8 @@ class Conversation:
         self.wall_time_s = 0.0
         self.corrected = False
         self.text = ""
+        self.budget = agent.budget  # narrowed by the tenant's stored policy once loaded
+        self.policy: RunPolicy | None = None
 
     def spent(self) -> Spent:
         """What the conversation has spent so far."""
@@ -74,7 +77,14 @@ class Conversation:
         )
 
     async def run(self) -> AgentResult:
-        """Call the model and its tools until it answers, or a limit stops it."""
+        """Load the tenant's policy, then call the model and its tools until it
+        answers, or a limit stops it."""
+        self.policy = await self.agent.policy_loader.load()
+        self.budget = self.policy.budget(self.agent.budget)
+        with using(self.policy):
+            return await self._turns()
+
+    async def _turns(self) -> AgentResult:
         while True:
             stop = self._limit()
             if stop is not None:
@@ -134,7 +144,7 @@ class Conversation:
             output = response.parse(self.output_type)
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
             problem = _describe(exc)
-            if self.corrected or not self.agent.budget.turns_left(self.spent()):
+            if self.corrected or not self.budget.turns_left(self.spent()):
                 return self._stop(
                     StopReason.ERROR,
                     error=f"the answer does not match {self.output_type.__name__}: {problem}",
@@ -153,6 +163,8 @@ class Conversation:
     async def _run_tools(self, calls: Sequence[llm.ToolCall]) -> None:
         # Each branch is one durable call, taken in order: the journal numbers
         # them deterministically however the calls finish.
+        if self.policy is not None:  # what the policy's cost and token conditions see
+            self.policy.spent = self.spent()
         outcomes = await runtime.gather(
             *(self.agent.tool_calls.step(call.name)(call.to_dict()) for call in calls),
             return_exceptions=True,
@@ -175,7 +187,7 @@ class Conversation:
     # -- stopping -------------------------------------------------------------------
 
     def _limit(self) -> AgentResult | None:
-        budget = self.agent.budget
+        budget = self.budget
         spent = self.spent()
         if not budget.turns_left(spent):
             return self._stop(

@@ -16,6 +16,7 @@ from typing import Any
 
 from kernos import errors, llm, tools
 from kernos.agents._model import own_scope
+from kernos.agents._policy import active_policy
 from kernos.records import DEFAULT_TENANT, EntryKind
 from kernos.retry import RetryPolicy
 from kernos.runtime import Step, StepScope, current_step
@@ -94,11 +95,23 @@ class ToolCalls:
         return found if found is not None else self._make_step(name)
 
     def decide(self, name: str, arguments: Mapping[str, Any], tenant: str) -> tools.Decision:
-        """The strictest decision of the tenant's and the agent's policies."""
-        decisions = [self.capabilities.decide(name, arguments)]
+        """The strictest decision of the tenant's stored policy (the version the run
+        loaded), the tenant's policy in code and the agent's; on a tie the first."""
+        run_policy = active_policy()
+        if run_policy is not None:
+            call = run_policy.context(name, arguments, tenant)
+        else:
+            call = tools.CallContext(
+                tool=name, arguments=arguments, agent=self.agent, tenant=tenant
+            )
+        decisions = []
+        stored = run_policy.decide(call) if run_policy is not None else None
+        if stored is not None:
+            decisions.append(stored)
         policy = self._tenant_policy(tenant)
         if policy is not None:
-            decisions.insert(0, policy.decide(name, arguments))
+            decisions.append(policy.decide(call))
+        decisions.append(self.capabilities.decide(call))
         return tools.strictest(decisions)
 
     def _tenant_policy(self, tenant: str) -> tools.ToolPolicy | None:

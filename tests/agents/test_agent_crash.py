@@ -131,6 +131,7 @@ async def test_an_agent_killed_mid_run_resumes_without_repeating_completed_calls
     assert len(fake.requests) == 3
     at_crash = await store.load_journal(RUN_ID)
     assert [(e.kind, e.status) for e in at_crash] == [
+        (EntryKind.STEP, EntryStatus.OK),  # the tenant's policy version, loaded at the start
         (EntryKind.LLM, EntryStatus.OK),
         (EntryKind.TOOL, EntryStatus.OK),
         (EntryKind.LLM, EntryStatus.OK),
@@ -168,4 +169,4 @@ async def test_an_agent_killed_mid_run_resumes_without_repeating_completed_calls
     assert run.output["turns"] == 4 and run.output["tool_calls"] == 4
     journal = await store.load_journal(RUN_ID)
     assert [e.kind for e in journal] == [e.kind for e in at_crash] + [EntryKind.TOOL, EntryKind.LLM]
-    assert [e.output for e in journal[:6]] == [e.output for e in at_crash]  # unchanged
+    assert [e.output for e in journal[:7]] == [e.output for e in at_crash]  # unchanged

@@ -158,6 +158,7 @@ async def test_parallel_tool_calls_are_journaled_and_answered_in_order(
     assert CALLS == {"meet": 2, "add": 1}  # the two meets ran at once, or neither would return
     journal = await app.journal(handle.run_id)
     assert [(e.kind, e.name) for e in journal] == [
+        (EntryKind.STEP, "policy"),  # the tenant's policy version (none stored here)
         (EntryKind.LLM, MODEL),
         (EntryKind.TOOL, "meet"),
         (EntryKind.TOOL, "meet"),
@@ -171,7 +172,7 @@ async def test_parallel_tool_calls_are_journaled_and_answered_in_order(
         ("call_add", "3"),
     ]
     # Accounting: each call's detail, summed into the result and the agent.usage event.
-    first, last = journal[0].detail, journal[4].detail
+    first, last = journal[1].detail, journal[5].detail
     assert isinstance(first, dict) and isinstance(last, dict)
     assert first["provider"] == "openai" and first["model"] == "gpt-4o-mini"
     assert first["agent"] == agent.name and first["run_id"] == handle.run_id
@@ -255,6 +256,7 @@ async def test_an_agent_runs_inside_a_workflow_of_its_own_journal(
     journal = await app.journal(handle.run_id)
     assert [e.kind for e in journal] == [
         EntryKind.STEP,
+        EntryKind.STEP,  # the agent's policy
         EntryKind.LLM,
         EntryKind.TOOL,
         EntryKind.LLM,
@@ -378,7 +380,7 @@ async def test_max_turns_stops_before_running_tools_no_one_would_read(
     assert result.output is None and "2 model calls" in (result.error or "")
     assert (result.turns, result.tool_calls, CALLS["add"], len(fake.requests)) == (2, 1, 1, 2)
     kinds = [e.kind for e in await app.journal(handle.run_id)]
-    assert kinds == [EntryKind.LLM, EntryKind.TOOL, EntryKind.LLM]
+    assert kinds == [EntryKind.STEP, EntryKind.LLM, EntryKind.TOOL, EntryKind.LLM]
     assert (await app.get_run(handle.run_id)).status is RunStatus.SUCCEEDED
 
 
@@ -416,7 +418,8 @@ async def test_a_wall_time_budget_counts_the_work_recorded_in_the_journal(
     assert result.stop_reason is StopReason.BUDGET and result.exceeded == "wall_time_s"
     assert result.wall_time_s >= 0.06 and len(fake.requests) == 1
     journal = await app.journal(handle.run_id)
-    recorded = sum(e.output["latency_ms"] for e in journal) / 1000  # type: ignore[index]
+    calls = [e for e in journal if e.kind is not EntryKind.STEP]  # not the policy's entry
+    recorded = sum(e.output["latency_ms"] for e in calls) / 1000  # type: ignore[index]
     assert result.wall_time_s == pytest.approx(recorded, abs=1e-5)
 
 
@@ -429,7 +432,7 @@ async def test_a_failed_model_call_stops_the_run_with_error(
     result = await handle.result(timeout=20)
     assert result.stop_reason is StopReason.ERROR
     assert "ProviderBadRequestError" in (result.error or "") and result.turns == 1
-    [entry] = await app.journal(handle.run_id)
+    [_policy, entry] = await app.journal(handle.run_id)
     assert entry.kind is EntryKind.LLM and entry.status is EntryStatus.ERROR
     assert isinstance(entry.detail, dict) and entry.detail["provider"] == "openai"
     assert [e.kind for e in await app.events(handle.run_id)].count("llm.failed") == 1
@@ -504,10 +507,10 @@ async def test_streamed_text_is_published_live_as_batched_delta_events(
     deltas = [e.data for e in await app.events(handle.run_id) if e.kind == "llm.delta"]
     assert "".join(d["text"] for d in deltas) == text  # type: ignore[index]
     assert len(deltas) == -(-len(text) // agents.DELTA_CHARS)  # batched, not one per chunk
-    assert {d["seq"] for d in deltas} == {0}  # type: ignore[index]
+    assert {d["seq"] for d in deltas} == {1}  # type: ignore[index]  # after the policy entry
     assert [d["index"] for d in deltas] == list(range(len(deltas)))  # type: ignore[index]
     assert fake.requests[0].json["stream"] is True
-    [entry] = await app.journal(handle.run_id)
+    [_policy, entry] = await app.journal(handle.run_id)
     assert entry.output["text"] == text  # type: ignore[index]  # the journal keeps the whole answer
 
 

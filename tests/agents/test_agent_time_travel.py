@@ -44,7 +44,8 @@ async def finished_run(app: kernos.Kernos, fake: FakeOpenAI, agent: agents.Agent
     result = await handle.result(timeout=20)
     assert result.output == "3 and 7" and result.turns == 3
     kinds = [e.kind for e in await app.journal("original")]
-    assert kinds == [EntryKind.LLM, EntryKind.TOOL] * 2 + [EntryKind.LLM]
+    # The policy the run loaded (its tenant has none here), then the turns.
+    assert kinds == [EntryKind.STEP] + [EntryKind.LLM, EntryKind.TOOL] * 2 + [EntryKind.LLM]
     CALLS.clear()
     return handle.run_id
 
@@ -57,9 +58,9 @@ async def test_a_fork_continues_from_an_edited_model_answer(
     seen = len(fake.requests)
     fake.reply("30, as edited")
 
-    # Turn 2 (seq 2) now asks for add(10, 20) instead of add(3, 4).
+    # Turn 2 (seq 3) now asks for add(10, 20) instead of add(3, 4).
     edited = {"tool_calls": [{"id": "call_edit", "name": "add", "arguments": {"a": 10, "b": 20}}]}
-    fork = await app.fork("original", at=2, patch=edited)
+    fork = await app.fork("original", at=3, patch=edited)
     result = await agents.AgentHandle(app, fork.run_id, agent).result(timeout=20)
 
     assert result.stop_reason is StopReason.DONE and result.output == "30, as edited"
@@ -73,14 +74,14 @@ async def test_a_fork_continues_from_an_edited_model_answer(
     assert [m["content"] for m in tool_messages(new[0].json)] == ["3", "30"]
     fork_journal = await app.journal(fork.run_id)
     original_journal = await app.journal("original")
-    assert [e.output for e in fork_journal[:2]] == [e.output for e in original_journal[:2]]
-    assert fork_journal[2].output == edited
+    assert [e.output for e in fork_journal[:3]] == [e.output for e in original_journal[:3]]
+    assert fork_journal[3].output == edited
     assert (await app.get_run("original")).superseded_by == fork.run_id
 
     # A fork's usage counts its own calls; the inherited and edited ones stay the original's.
     ledger = await agents.usage_ledger(app)
     assert ledger.by("run")[fork.run_id] == llm.Usage.from_dict(
-        fork_journal[4].detail["usage"]  # type: ignore[index]
+        fork_journal[5].detail["usage"]  # type: ignore[index]
     )
     assert ledger.calls == 4
 
@@ -91,7 +92,7 @@ async def test_a_fork_with_a_plain_text_answer_needs_no_provider(
     agent = make_agent(tools=[add])
     await finished_run(app, fake, agent)
     seen = len(fake.requests)
-    fork = await app.fork("original", at=4, patch="The sums are 3 and 7, checked by a human.")
+    fork = await app.fork("original", at=5, patch="The sums are 3 and 7, checked by a human.")
     result = await agents.AgentHandle(app, fork.run_id, agent).result(timeout=20)
     assert result.output == "The sums are 3 and 7, checked by a human."
     assert len(fake.requests) == seen and CALLS == {}
@@ -100,7 +101,7 @@ async def test_a_fork_with_a_plain_text_answer_needs_no_provider(
         == sum(
             (
                 llm.Usage.from_dict(e.detail["usage"])  # type: ignore[index]
-                for e in (await app.journal("original"))[:4]
+                for e in (await app.journal("original"))[:5]
                 if e.kind is EntryKind.LLM
             ),
             llm.Usage(),
@@ -115,7 +116,7 @@ async def test_a_fork_may_edit_a_tool_result(
     await finished_run(app, fake, agent)
     fake.reply(tool_calls=[FakeToolCall(name="add", arguments={"a": 3, "b": 4})])
     fake.reply("edited")
-    fork = await app.fork("original", at=1, patch={"content": "three", "is_error": False})
+    fork = await app.fork("original", at=2, patch={"content": "three", "is_error": False})
     result = await agents.AgentHandle(app, fork.run_id, agent).result(timeout=20)
     assert result.output == "edited"
     assert tool_messages(fake.requests[-2].json)[0]["content"] == "three"
@@ -130,7 +131,7 @@ async def test_replaying_a_finished_agent_run_makes_no_provider_request(
 
     report = await app.replay(run_id)
 
-    assert report.identical and report.entries_checked == 5
+    assert report.identical and report.entries_checked == 6
     assert fake.requests == requests  # not one request reached the provider
     assert CALLS == {}  # and no tool ran
 
@@ -152,5 +153,5 @@ async def test_a_replay_connects_no_model_and_reports_changed_instructions(
     )
     report = await app.replay(run_id)
     assert not report.identical and report.divergence is not None
-    assert (report.divergence.seq, report.divergence.reason) == (0, "args")
+    assert (report.divergence.seq, report.divergence.reason) == (1, "args")
     assert same.name == changed.name
