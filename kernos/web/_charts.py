@@ -6,16 +6,17 @@ a description and a table of the same figures beside it for screen readers.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Bars", "Lines", "Rect", "Tick", "lines", "sparkline", "stacked_bars"]
+__all__ = ["Bars", "Lines", "Rect", "Tick", "lines", "number", "sparkline", "stacked_bars"]
 
 WIDTH = 600.0
 HEIGHT = 160.0
-LEFT = 44.0  # room for the y-axis labels
-BOTTOM = 18.0  # room for the x-axis labels
-TOP = 6.0
+LEFT = 64.0  # room for the y-axis labels
+BOTTOM = 20.0  # room for the x-axis labels
+TOP = 8.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,21 +74,24 @@ class Lines:
 
 
 def _nice(peak: float) -> float:
-    """A round number at or above ``peak`` for the top of the y axis."""
+    """The smallest 1, 2 or 5 times a power of ten at or above ``peak``: the y axis's top."""
     if peak <= 0:
         return 1.0
-    step = 10 ** len(str(int(peak))) / 10 if peak >= 1 else 0.1
-    while step > peak / 2 and step > 1e-9:
-        step /= 2
-    top = step
-    while top < peak:
-        top += step
-    return top
+    power = 10.0 ** math.floor(math.log10(peak))
+    return next(m * power for m in (1, 2, 5, 10) if m * power >= peak * (1 - 1e-9))
+
+
+def number(value: float) -> str:
+    """A figure short enough for an axis: three significant digits, ``k`` and ``M``."""
+    for size, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(value) >= size:
+            return f"{value / size:.3g}{suffix}"
+    return f"{value:.3g}"
 
 
 def _y_ticks(top: float, fmt: str) -> list[Tick]:
     plot = HEIGHT - BOTTOM - TOP
-    return [Tick(TOP + plot * (1 - f), fmt.format(top * f)) for f in (0.0, 0.5, 1.0)]
+    return [Tick(TOP + plot * (1 - f), fmt.format(number(top * f))) for f in (0.0, 0.5, 1.0)]
 
 
 def _x_ticks(labels: Sequence[str], every: int) -> list[Tick]:
@@ -104,7 +108,7 @@ def stacked_bars(
     series: Mapping[str, Sequence[float]],
     *,
     every: int = 4,
-    fmt: str = "{:.0f}",
+    fmt: str = "{}",
 ) -> Bars:
     """Bars per label, each stacked from the series in order (CSS class ``st-<name>``)."""
     totals = [sum(values[i] for values in series.values()) for i in range(len(labels))]
@@ -126,7 +130,7 @@ def stacked_bars(
                     width=round(slot * 0.8, 1),
                     height=round(height, 1),
                     css=f"st-{name}",
-                    label=f"{label}: {fmt.format(values[i])} {name}",
+                    label=f"{label}: {fmt.format(number(values[i]))} {name}",
                 )
             )
     return Bars(rects, _x_ticks(labels, every), _y_ticks(top, fmt), top)
@@ -137,7 +141,7 @@ def lines(
     series: Mapping[str, Sequence[float | None]],
     *,
     every: int = 4,
-    fmt: str = "{:.1f}",
+    fmt: str = "{}",
 ) -> Lines:
     """One polyline per series over the labels; missing values are left out."""
     known = [v for values in series.values() for v in values if v is not None]

@@ -198,6 +198,7 @@ async def run_page(request: Request, run_id: str) -> Response:
         "selected": selected,
         "selected_bar": chosen_bar,
         "causes": cause_chain(selected.error) if selected is not None else [],
+        "run_causes": cause_chain(run.error),
         "streams": streams,
         "now": time.time(),
     }
@@ -238,17 +239,16 @@ async def insights_page(request: Request) -> Response:
     hours = [when(h)[11:16] for h in charts.hours]
     days = [when(d)[5:10] for d in charts.days]
     order = ["succeeded", "failed", "cancelled", "running", "waiting", "paused", "pending"]
+    costs = [c or 0.0 for c in charts.cost]
     context = base_context(request, caller, "insights") | {
         "charts": charts,
         "hours": hours,
         "days": days,
         "statuses": order,
         "runs_chart": stacked_bars(hours, {s: charts.runs[s] for s in order}),
-        "duration_chart": lines(hours, {"p50": charts.p50, "p95": charts.p95}),
+        "duration_chart": lines(hours, {"p50": charts.p50, "p95": charts.p95}, fmt="{} s"),
         "tokens_chart": stacked_bars(days, {"tokens": charts.tokens}, every=2),
-        "cost_chart": stacked_bars(
-            days, {"cost": [c or 0.0 for c in charts.cost]}, every=2, fmt="${:.2f}"
-        ),
+        "cost_chart": stacked_bars(days, {"cost": costs}, every=2, fmt="${}"),
     }
     return page("insights.html", context)
 
