@@ -12,12 +12,28 @@ from typing import Any
 import httpx
 import pytest
 from api_support import Live
-from routes_support import PUBLIC, SQLITE_ONLY, assert_problem, http_routes, wait_status
+from routes_support import (
+    PUBLIC,
+    SQLITE_ONLY,
+    assert_problem,
+    eventually,
+    http_routes,
+    wait_status,
+)
 
+import kernos
 from kernos.control import parse_api_key
 from kernos.records import Role
 
 PASSWORD = "long enough password"
+
+
+@kernos.workflow(name="api_awaiting_approval")
+async def awaiting_approval() -> bool:
+    """Wait for a person's decision; return whether it was an approval."""
+    return (await kernos.approval("audited?")).approved
+
+
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 
 
@@ -204,6 +220,7 @@ class Context:
     run_id: str = ""
     waiting_id: str = ""
     key_id: str = ""
+    approval_id: str = ""
     webhook_id: str = ""
 
 
@@ -259,6 +276,11 @@ AUDITED: dict[tuple[str, str], Audited] = {
         "bulk.replay",
         lambda c, s: s.post("/runs/bulk", json={"action": "replay", "dry_run": False}),
         lambda c, r: r.json()["job_id"],
+    ),
+    ("POST", "/api/v1/approvals/{approval_id}/decision"): Audited(
+        "approval.approve",
+        lambda c, s: s.post(f"/approvals/{c.approval_id}/decision", json={"decision": "approve"}),
+        lambda c, r: c.approval_id,
     ),
     ("POST", "/api/v1/users"): Audited(
         "user.create",
@@ -351,6 +373,15 @@ async def _context(live: Live, admin: httpx.AsyncClient) -> Context:
     await wait_status(admin, context.run_id, "succeeded")
     await wait_status(admin, context.waiting_id, "waiting")
     context.key_id = (await admin.post("/keys", json={"name": "to rotate"})).json()["key"]["key_id"]
+    # Started in-process, not by the admin key: whoever starts a run cannot decide its requests.
+    asking = await live.app.start(awaiting_approval)
+
+    async def pending() -> str | None:
+        listed = await admin.get("/approvals", params={"run_id": asking.run_id})
+        items = listed.json()["items"]
+        return items[0]["approval_id"] if items else None
+
+    context.approval_id = await eventually(pending)
     hook = await admin.post("/webhooks", json={"url": "https://hooks.example.invalid/ctx"})
     context.webhook_id = hook.json()["webhook"]["webhook_id"]
     return context

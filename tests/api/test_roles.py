@@ -84,6 +84,12 @@ POLICY: dict[tuple[str, str], Rule] = {
     ("POST", "/api/v1/runs/{run_id}/fork"): Rule(OPERATOR, json=lambda: {"at": 0}),
     ("POST", "/api/v1/runs/{run_id}/replay"): Rule(OPERATOR),
     ("POST", "/api/v1/runs/bulk"): Rule(OPERATOR, json=lambda: {"action": "cancel"}),
+    # approvals: reading, deciding
+    ("GET", "/api/v1/approvals"): Rule(VIEWER),
+    ("GET", "/api/v1/approvals/{approval_id}"): Rule(VIEWER),
+    ("POST", "/api/v1/approvals/{approval_id}/decision"): Rule(
+        OPERATOR, json=lambda: {"decision": "approve"}
+    ),
     # administration of the caller's tenant
     ("DELETE", "/api/v1/runs/{run_id}"): Rule(ADMIN),
     ("GET", "/api/v1/users"): Rule(ADMIN),

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
+import httpx
+
 import kernos
-from kernos.records import ApprovalRequest, ApprovalStatus, RunStatus
+from kernos.api._server import ApiServer
+from kernos.control import Principal, Service, ensure_first_admin
+from kernos.records import ApprovalRequest, ApprovalStatus, Role, RunStatus
 
 
 class Clock:
@@ -114,3 +120,95 @@ async def waiting_at_level(app: kernos.Kernos, run_id: str, level: int) -> Appro
 
     result: ApprovalRequest = await until(find)
     return result
+
+
+@dataclass
+class Server:
+    """A live API server on loopback over an app, with the installation's admin key."""
+
+    url: str
+    app: kernos.Kernos
+    service: Service
+    server: ApiServer
+    admin_key: str
+
+    def client(self, key: str | None = None) -> httpx.AsyncClient:
+        """An HTTP client for /api/v1, sending ``key`` as a bearer token."""
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.AsyncClient(base_url=self.url + "/api/v1", headers=headers, timeout=30.0)
+
+    async def key(self, role: Role, tenant: str = "default", name: str = "test") -> str:
+        """A new API key with ``role`` in ``tenant`` (made by the system)."""
+        if tenant != "default" and await self.app.store.get_tenant(tenant) is None:
+            await self.service.admin.create_tenant(Principal.system("default"), tenant, tenant)
+        _, secret = await self.service.admin.create_key(Principal.system(tenant), name, role)
+        return secret
+
+    async def user_token(self, username: str, role: Role) -> str:
+        """A signed-in user's bearer token (the user is created with ``role``)."""
+        password = "long enough password"
+        async with self.client(self.admin_key) as admin:
+            made = await admin.post(
+                "/users", json={"username": username, "password": password, "role": role.value}
+            )
+            assert made.status_code == 201, made.text
+            login = await admin.post(
+                "/auth/login", json={"username": username, "password": password, "token": True}
+            )
+            assert login.status_code == 200, login.text
+            token: str = login.json()["token"]
+            return token
+
+
+@asynccontextmanager
+async def approval_server(
+    store_url: str, *, admin_key: str | None = None, **options: Any
+) -> AsyncIterator[Server]:
+    """Serve the API over ``store_url`` (an app with ``options``) for the block's duration.
+
+    The first server on a store creates the admin key; pass it to later ones.
+    """
+    app = new_app(store_url, **options)
+    await app.open()
+    try:
+        bootstrap = await ensure_first_admin(app.store)
+        key = bootstrap.api_key if bootstrap is not None else admin_key
+        assert key is not None, "pass the admin key of the first server"
+        service = Service(app)
+        server = ApiServer(service, host="127.0.0.1", port=0, grace=1.0)
+        url = await server.start()
+        try:
+            yield Server(url=url, app=app, service=service, server=server, admin_key=key)
+        finally:
+            await server.stop()
+    finally:
+        await app.close()
+
+
+async def wait_run(
+    client: httpx.AsyncClient, run_id: str, *statuses: str, timeout: float = 20.0
+) -> dict[str, Any]:
+    """Poll ``GET /runs/{run_id}`` until its status is one of ``statuses``; return it."""
+
+    async def check() -> dict[str, Any] | None:
+        response = await client.get(f"/runs/{run_id}")
+        assert response.status_code == 200, response.text
+        run: dict[str, Any] = response.json()
+        return run if run["status"] in statuses else None
+
+    found: dict[str, Any] = await until(check, timeout)
+    return found
+
+
+async def pending_over_http(client: httpx.AsyncClient, run_id: str) -> dict[str, Any]:
+    """Wait until run ``run_id`` has a pending request and is suspended; return the request."""
+
+    async def check() -> dict[str, Any] | None:
+        run = (await client.get(f"/runs/{run_id}")).json()
+        listed = await client.get("/approvals", params={"run_id": run_id, "status": "pending"})
+        assert listed.status_code == 200, listed.text
+        items = listed.json()["items"]
+        return items[0] if items and run["status"] == "waiting" else None
+
+    found: dict[str, Any] = await until(check)
+    return found
