@@ -16,6 +16,7 @@ from kernos.api._admin_routes import router as admin_router
 from kernos.api._approvals_routes import router as approvals_router
 from kernos.api._metrics import Metrics
 from kernos.api._middleware import LimitsMiddleware, MetricsMiddleware
+from kernos.api._policy_routes import router as policy_router
 from kernos.api._problems import install_problem_handlers, problem_schemas
 from kernos.api._runs_routes import router as runs_router
 from kernos.api._settings import ServerSettings
@@ -118,6 +119,7 @@ def create_app(
     app.include_router(runs_router, prefix=API_PREFIX)
     app.include_router(admin_router, prefix=API_PREFIX)
     app.include_router(approvals_router, prefix=API_PREFIX)
+    app.include_router(policy_router, prefix=API_PREFIX)
     app.include_router(system_router, prefix=API_PREFIX)
     app.include_router(streams_router, prefix=API_PREFIX)
     app.include_router(webhook_router, prefix=API_PREFIX)

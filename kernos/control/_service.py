@@ -10,6 +10,7 @@ from kernos.control._audit import Auditor
 from kernos.control._auth import Authenticator
 from kernos.control._bulk import BulkActions
 from kernos.control._insights import Insights
+from kernos.control._policies import PolicyService
 from kernos.control._retention import RetentionSweeper
 from kernos.control._runs import RunService
 from kernos.control._webhook_service import WebhookService
@@ -36,3 +37,4 @@ class Service:
         self.insights = Insights(app.store)
         self.retention = RetentionSweeper(app.store, self.audit, archive_dir)
         self.webhooks = WebhookService(app.store, self.audit)
+        self.policies = PolicyService(app.store, self.runs, self.audit)

@@ -346,6 +346,23 @@ AUDITED: dict[tuple[str, str], Audited] = {
         lambda c, s: s.delete(f"/webhooks/{c.webhook_id}"),
         lambda c, r: c.webhook_id,
     ),
+    ("PUT", "/api/v1/policy"): Audited(
+        "policy.apply",
+        lambda c, s: s.put("/policy", json={"document": "version: 1\ndefault: allow\n"}),
+        lambda c, r: str(r.json()["version"]),
+    ),
+    ("POST", "/api/v1/policy/check"): Audited(
+        "policy.check",
+        lambda c, s: s.post("/policy/check", json={"document": "version: 1\n"}),
+        lambda c, r: None,
+    ),
+    ("POST", "/api/v1/policy/test"): Audited(
+        "policy.test",
+        lambda c, s: s.post(
+            "/policy/test", json={"document": "version: 1\n", "run_id": c.waiting_id}
+        ),
+        lambda c, r: c.waiting_id,
+    ),
 }
 # Audited with a signed-in user's session (see test_sign_in_out_and_password_are_audited).
 SESSION_ROUTES = {

@@ -90,6 +90,14 @@ POLICY: dict[tuple[str, str], Rule] = {
     ("POST", "/api/v1/approvals/{approval_id}/decision"): Rule(
         OPERATOR, json=lambda: {"decision": "approve"}
     ),
+    # policy: members read it, operators check and test documents, admins apply them
+    ("GET", "/api/v1/policy"): Rule(VIEWER),
+    ("GET", "/api/v1/policy/versions"): Rule(VIEWER),
+    ("POST", "/api/v1/policy/check"): Rule(OPERATOR, json=lambda: {"document": "version: 1\n"}),
+    ("POST", "/api/v1/policy/test"): Rule(
+        OPERATOR, json=lambda: {"document": "version: 1\n", "run_id": "no-such-run"}
+    ),
+    ("PUT", "/api/v1/policy"): Rule(ADMIN, json=lambda: {"document": "version: 1\n"}),
     # administration of the caller's tenant
     ("DELETE", "/api/v1/runs/{run_id}"): Rule(ADMIN),
     ("GET", "/api/v1/users"): Rule(ADMIN),

@@ -21,7 +21,8 @@ ALLOWED = {
     "tools": {"tools", "llm"},
     "agents": {"agents", "runtime", "store", "llm", "tools"},
     "testing": {"testing", "llm"},
-    "control": {"store", "runtime", "control"},
+    # Policies are tool policies: the control plane checks, stores and tests them.
+    "control": {"store", "runtime", "control", "tools"},
     "api": {"store", "runtime", "control", "api"},
     # The dashboard renders what the Service returns; the API mounts it through a hook.
     "web": {"store", "runtime", "control", "api", "web"},
