@@ -8,6 +8,7 @@ import typer
 
 from kernos import errors
 from kernos.cli import _render as render
+from kernos.cli._approvals import approvals
 from kernos.cli._audit import audit
 from kernos.cli._bulk import bulk
 from kernos.cli._checkpoints import checkpoints
@@ -54,6 +55,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(runs)
+app.add_typer(approvals)
 app.add_typer(checkpoints)
 app.add_typer(events)
 app.add_typer(queues)

@@ -287,6 +287,37 @@ class Client(abc.ABC):
     async def bulk_jobs(self) -> list[records.BulkJob]:
         """The tenant's bulk jobs, newest first."""
 
+    # -- approvals -------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def approvals(
+        self,
+        *,
+        status: str | None,
+        run_id: str | None,
+        mine: bool,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[list[records.ApprovalRequest], str | None]:
+        """One page of approval requests, newest first, and the cursor of the next page."""
+
+    @abc.abstractmethod
+    async def approval(self, approval_id: str) -> records.ApprovalRequest:
+        """One approval request."""
+
+    @abc.abstractmethod
+    async def decide(
+        self,
+        approval_id: str,
+        decision: str,
+        *,
+        comment: str | None,
+        edits: Any,
+        args_hash: str | None,
+        level: int | None,
+    ) -> records.ApprovalRequest:
+        """Approve or reject a pending request; return it decided."""
+
 
 def run_failure(run: records.Run) -> errors.RunFailedError:
     """The error for a run that ended without a result (as ``RunHandle.result`` raises it)."""

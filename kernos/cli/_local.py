@@ -293,6 +293,45 @@ class LocalClient(Client):
     async def bulk_jobs(self) -> list[records.BulkJob]:
         return await self.service.bulk.jobs(self.principal)
 
+    # -- approvals ---------------------------------------------------------------------
+
+    async def approvals(
+        self,
+        *,
+        status: str | None,
+        run_id: str | None,
+        mine: bool,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[list[records.ApprovalRequest], str | None]:
+        from kernos.control._approvals import ApprovalQuery
+
+        query = ApprovalQuery(status=status, run_id=run_id, mine=mine, limit=limit, cursor=cursor)
+        return await self.service.approvals.page(self.principal, query)
+
+    async def approval(self, approval_id: str) -> records.ApprovalRequest:
+        return await self.service.approvals.get(self.principal, approval_id)
+
+    async def decide(
+        self,
+        approval_id: str,
+        decision: str,
+        *,
+        comment: str | None,
+        edits: Any,
+        args_hash: str | None,
+        level: int | None,
+    ) -> records.ApprovalRequest:
+        return await self.service.approvals.decide(
+            self.principal,
+            approval_id,
+            decision,
+            comment=comment,
+            edits=edits,
+            expected_args_hash=args_hash,
+            level=level,
+        )
+
 
 def _filter_json(query: RunFilter) -> dict[str, Any]:
     """The filter as the server records it on a job (its query parameter names)."""

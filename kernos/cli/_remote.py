@@ -85,6 +85,16 @@ def _queue(data: Mapping[str, Any]) -> records.QueueStats:
     return _build(records.QueueStats, data, spec=_build(records.QueueSpec, spec) if spec else None)
 
 
+def approval_from(data: Mapping[str, Any]) -> records.ApprovalRequest:
+    """An approval request from its API form."""
+    return _build(
+        records.ApprovalRequest,
+        data,
+        kind=records.ApprovalKind(data["kind"]),
+        status=records.ApprovalStatus(data["status"]),
+    )
+
+
 def _key(data: Mapping[str, Any]) -> records.ApiKey:
     # The API never sends a key's hash; the record's field stays empty here.
     return _build(records.ApiKey, data, role=records.Role(data["role"]), secret_hash="")
@@ -521,6 +531,48 @@ class RemoteClient(Client):
 
     async def bulk_jobs(self) -> list[records.BulkJob]:
         return [_job(item) for item in await self._json("GET", "/bulk")]
+
+    # -- approvals ---------------------------------------------------------------------
+
+    async def approvals(
+        self,
+        *,
+        status: str | None,
+        run_id: str | None,
+        mine: bool,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[list[records.ApprovalRequest], str | None]:
+        fields = {"status": status, "run_id": run_id, "limit": limit, "cursor": cursor}
+        params = {name: value for name, value in fields.items() if value is not None}
+        if mine:
+            params["mine"] = "true"
+        page = await self._json("GET", "/approvals", params=params)
+        return [approval_from(item) for item in page["items"]], page.get("next_cursor")
+
+    async def approval(self, approval_id: str) -> records.ApprovalRequest:
+        return approval_from(await self._json("GET", _path("approvals", approval_id)))
+
+    async def decide(
+        self,
+        approval_id: str,
+        decision: str,
+        *,
+        comment: str | None,
+        edits: Any,
+        args_hash: str | None,
+        level: int | None,
+    ) -> records.ApprovalRequest:
+        fields = {
+            "decision": decision,
+            "comment": comment,
+            "edits": edits,
+            "args_hash": args_hash,
+            "level": level,
+        }
+        body = {name: value for name, value in fields.items() if value is not None}
+        path = _path("approvals", approval_id, "decision")
+        return approval_from(await self._json("POST", path, body=body))
 
 
 def _object(data: str) -> dict[str, Any] | None:
