@@ -17,6 +17,7 @@ from kernos.cli._events import events
 from kernos.cli._fleet import queues, workers
 from kernos.cli._fork import fork
 from kernos.cli._keys import keys
+from kernos.cli._policy import policy
 from kernos.cli._replay import replay
 from kernos.cli._runs import runs
 from kernos.cli._settings import (
@@ -64,6 +65,7 @@ app.add_typer(keys)
 app.add_typer(users)
 app.add_typer(tenants)
 app.add_typer(bulk)
+app.add_typer(policy)
 app.add_typer(db)
 app.command("fork")(fork)
 app.command("replay")(replay)

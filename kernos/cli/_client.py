@@ -14,11 +14,14 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from kernos import errors, records, runtime
 from kernos.cli._settings import Local, Remote, Settings
 from kernos.store import RunFilter
+
+if TYPE_CHECKING:
+    from kernos.control._policies import PolicyTestRow
 
 __all__ = [
     "AuditQuery",
@@ -317,6 +320,24 @@ class Client(abc.ABC):
         level: int | None,
     ) -> records.ApprovalRequest:
         """Approve or reject a pending request; return it decided."""
+
+    # -- policy -----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def policy(self, version: int | None) -> records.PolicyVersion:
+        """The tenant's current policy, or one version of it."""
+
+    @abc.abstractmethod
+    async def policy_versions(self) -> list[records.PolicyVersion]:
+        """The tenant's policy versions, newest first (their documents may be empty)."""
+
+    @abc.abstractmethod
+    async def apply_policy(self, document: str) -> records.PolicyVersion:
+        """Store ``document`` as the tenant's next policy version (admin)."""
+
+    @abc.abstractmethod
+    async def test_policy(self, document: str, run_id: str) -> list[PolicyTestRow]:
+        """What ``document`` would decide on each tool call of a recorded run."""
 
 
 def run_failure(run: records.Run) -> errors.RunFailedError:

@@ -20,6 +20,7 @@ from kernos.cli._client import AuditQuery, Client, EventQuery, Identity, Member
 from kernos.cli._session import _require_sqlite_file
 from kernos.cli._settings import Local
 from kernos.control import Principal, Service
+from kernos.control._policies import PolicyTestRow
 from kernos.store import RunFilter, redact_url
 
 __all__ = ["LocalClient"]
@@ -331,6 +332,23 @@ class LocalClient(Client):
             expected_args_hash=args_hash,
             level=level,
         )
+
+    # -- policy -----------------------------------------------------------------------
+
+    async def policy(self, version: int | None) -> records.PolicyVersion:
+        policies = self.service.policies
+        if version is None:
+            return await policies.current(self.principal)
+        return await policies.version(self.principal, version)
+
+    async def policy_versions(self) -> list[records.PolicyVersion]:
+        return await self.service.policies.versions(self.principal)
+
+    async def apply_policy(self, document: str) -> records.PolicyVersion:
+        return await self.service.policies.apply(self.principal, document)
+
+    async def test_policy(self, document: str, run_id: str) -> list[PolicyTestRow]:
+        return await self.service.policies.test(self.principal, document, run_id)
 
 
 def _filter_json(query: RunFilter) -> dict[str, Any]:

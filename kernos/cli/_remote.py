@@ -29,6 +29,8 @@ from kernos.store import RunFilter
 if TYPE_CHECKING:
     import httpx
 
+    from kernos.control._policies import PolicyTestRow
+
 __all__ = ["RemoteClient", "error_from_response"]
 
 R = TypeVar("R")
@@ -573,6 +575,27 @@ class RemoteClient(Client):
         body = {name: value for name, value in fields.items() if value is not None}
         path = _path("approvals", approval_id, "decision")
         return approval_from(await self._json("POST", path, body=body))
+
+    # -- policy -----------------------------------------------------------------------
+
+    async def policy(self, version: int | None) -> records.PolicyVersion:
+        params = {"version": version} if version is not None else None
+        return _build(records.PolicyVersion, await self._json("GET", "/policy", params=params))
+
+    async def policy_versions(self) -> list[records.PolicyVersion]:
+        found = await self._json("GET", "/policy/versions")
+        return [_build(records.PolicyVersion, item, document="") for item in found]
+
+    async def apply_policy(self, document: str) -> records.PolicyVersion:
+        body = {"document": document}
+        return _build(records.PolicyVersion, await self._json("PUT", "/policy", body=body))
+
+    async def test_policy(self, document: str, run_id: str) -> list[PolicyTestRow]:
+        from kernos.control._policies import PolicyTestRow
+
+        body = {"document": document, "run_id": run_id}
+        rows = await self._json("POST", "/policy/test", body=body)
+        return [_build(PolicyTestRow, row) for row in rows]
 
 
 def _object(data: str) -> dict[str, Any] | None:
