@@ -7,6 +7,7 @@ checks the role, confines the action to the tenant and audits it.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 from fastapi import APIRouter, Request
@@ -14,9 +15,10 @@ from starlette.responses import RedirectResponse, Response
 
 from kernos.api._auth import SESSION_COOKIE
 from kernos.api._state import server_state
-from kernos.errors import AuthenticationError, UsageError
+from kernos.errors import AuthenticationError, ConflictError, UsageError
 from kernos.records import Role
-from kernos.web._pages import base_context
+from kernos.web._approvals import VERDICTS
+from kernos.web._pages import approvals_context, base_context
 from kernos.web._render import page
 from kernos.web._session import (
     LOGIN_CSRF_COOKIE,
@@ -166,6 +168,38 @@ async def run_action(request: Request, run_id: str, action: str) -> Response:
     else:
         raise UsageError(f"unknown action {action!r}")
     return _back(run_id)
+
+
+@router.post("/approvals/{approval_id}/decide")
+async def decide_approval(request: Request, approval_id: str) -> Response:
+    """Approve, reject, or approve with edited arguments, with a comment.
+
+    The decision is bound to the arguments' hash and the level the person saw;
+    when someone else decided first (409), the inbox says so.
+    """
+    caller = await viewer(request)
+    fields = await form(request, caller)
+    choice = fields.get("decision", "")
+    if choice not in VERDICTS:
+        raise UsageError("choose approve, reject or approve with edits", field="decision")
+    level = fields.get("level", "")
+    approval_id = approval_id[:200]
+    try:
+        await server_state(request).service.approvals.decide(
+            caller,
+            approval_id,
+            "reject" if choice == "reject" else "approve",
+            comment=fields.get("comment", "").strip()[:4000] or None,
+            edits=_json(fields.get("edits", ""), "edits") if choice == "edit" else None,
+            expected_args_hash=fields.get("args_hash") or None,
+            level=int(level) if level.isdigit() else None,
+        )
+    except ConflictError as error:
+        notice = f"Not recorded: someone else decided first or the request changed. {error}"
+        context = await approvals_context(request, caller, notice=notice)
+        return page("approvals.html", context | {"conflict": True}, status=409)
+    done = urlencode({"decided": approval_id, "verdict": choice})
+    return RedirectResponse(f"/approvals?{done}", status_code=303)
 
 
 @router.post("/keys")

@@ -12,10 +12,12 @@ from starlette.responses import Response
 
 from kernos.api._state import server_state
 from kernos.control import Principal
+from kernos.control._approvals import ApprovalQuery
 from kernos.control._cursor import decode_cursor
 from kernos.errors import UsageError
 from kernos.records import Role, Run, RunStatus, RunUsage
 from kernos.store import RunFilter
+from kernos.web._approvals import VERDICTS, shown_request
 from kernos.web._charts import lines, sparkline, stacked_bars
 from kernos.web._entry import Stream, cause_chain, model_streams
 from kernos.web._render import page, when
@@ -253,11 +255,43 @@ async def insights_page(request: Request) -> Response:
     return page("insights.html", context)
 
 
+APPROVAL_TABS = ["pending", "approved", "rejected", "expired", "cancelled"]
+
+
+async def approvals_context(
+    request: Request, caller: Principal, *, notice: str | None = None
+) -> dict[str, Any]:
+    """What the approvals inbox shows: one tab of the tenant's requests, and who may decide."""
+    status = _text(request, "status") or "pending"
+    if status not in APPROVAL_TABS and status != "all":
+        status = "pending"
+    cursor = _text(request, "cursor", 400)
+    query = ApprovalQuery(
+        status=None if status == "all" else status, limit=PAGE_SIZE, cursor=cursor
+    )
+    requests, next_cursor = await server_state(request).service.approvals.page(caller, query)
+    return base_context(request, caller, "approvals") | {
+        "requests": [shown_request(r, caller) for r in requests],
+        "status": status,
+        "tabs": [*APPROVAL_TABS, "all"],
+        "next_cursor": next_cursor,
+        "notice": notice or _decided(request),
+    }
+
+
+def _decided(request: Request) -> str | None:
+    decided, verdict = _text(request, "decided"), _text(request, "verdict")
+    if decided is None or verdict not in VERDICTS:
+        return None
+    return f"Request {decided} {VERDICTS[verdict]}."
+
+
 @router.get("/approvals")
 async def approvals_page(request: Request) -> Response:
-    """The approvals inbox (approvals are not built yet; the page says so)."""
+    """The approvals inbox: pending requests live, what exactly each asks, and decisions."""
     caller = await viewer(request)
-    return page("approvals.html", base_context(request, caller, "approvals"))
+    context = await approvals_context(request, caller)
+    return page("_approvals_list.html" if context["fragment"] else "approvals.html", context)
 
 
 @router.get("/audit")

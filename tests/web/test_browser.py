@@ -10,6 +10,8 @@ the whole module; each test signs in with a fresh browser context.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,9 +20,10 @@ import httpx
 import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
-from web_support import INJECTION, Site, live_site
+from web_support import INJECTION, SEND_EMAIL, Site, call_hash, live_site
 
 from kernos.control import Principal
+from kernos.control._approvals import ApprovalQuery
 from kernos.records import Role
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -28,6 +31,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).parent / "artifacts"
 TIMEOUT_MS = 10_000
+CHROMIUM_PRESENT = Path(CHROMIUM).exists()
 ANSWER = (
     "The sky looks blue because air molecules scatter short wavelengths of sunlight "
     "far more than long ones, so blue light reaches your eyes from every direction. "
@@ -48,7 +52,7 @@ async def site(
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def browser() -> AsyncIterator[Browser]:
     """Headless chromium from the system (``make test`` installs Debian's package)."""
-    if not Path(CHROMIUM).exists():
+    if not CHROMIUM_PRESENT:
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (make test does)")
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
@@ -200,6 +204,62 @@ async def test_viewer_sees_no_actions_cannot_forge_one_and_output_is_text(
     await context.close()
 
 
+async def test_approvals_inbox_is_live_and_approves_with_edits(
+    site: Site, browser: Browser
+) -> None:
+    system = Principal.system("default")
+    context = await browser.new_context()
+    page = await _sign_in(context, site, "admin", site.admin_password)
+    await page.goto(site.url + "/approvals")
+    await expect(page.get_by_test_id("approvals-empty")).to_be_visible()
+    await expect(page.locator("#live")).to_have_attribute("data-stream", "open")
+    await page.evaluate("window.kernosMarker = 4")
+
+    # New requests appear without a reload, each with the exact call it asks about.
+    mine, _ = await site.service.runs.start(system, "web_gated", {})
+    other, _ = await site.service.runs.start(system, "web_gated", {"to": "dev@example.com"})
+    cards = page.locator("li[data-approval]")
+    await expect(cards).to_have_count(2)
+    assert await page.evaluate("window.kernosMarker") == 4
+    card = cards.filter(has=page.locator(f'a[href^="/runs/{mine.run_id}"]'))
+    await expect(card.get_by_test_id("approval-tool")).to_have_text("send_email")
+    await expect(card.get_by_test_id("approval-arguments")).to_contain_text(
+        '"to": "ops@example.com"'
+    )
+    await expect(card.get_by_test_id("approval-hash")).to_have_text(
+        call_hash("send_email", SEND_EMAIL)
+    )
+
+    # Edit the arguments, comment, approve: the run goes on with the edited call.
+    await card.get_by_text("Edit the arguments, then approve").click()
+    edited = {**SEND_EMAIL, "subject": "Deploy v2 (reviewed)"}
+    await card.get_by_label("Arguments (JSON)").fill(json.dumps(edited))
+    await card.get_by_label("Comment").fill("reviewed the subject")
+    await card.get_by_role("button", name="Approve with edits").click()
+    await expect(page.get_by_test_id("approvals-notice")).to_contain_text("approved with edits")
+    await expect(cards).to_have_count(1)
+    for _ in range(400):
+        run = await site.app.get_run(mine.run_id)
+        if run.status.terminal:
+            break
+        await asyncio.sleep(0.025)
+    assert run.output == {"decision": "approved", "sent": edited, "comment": "reviewed the subject"}
+
+    # Someone else decides the other one: it leaves the inbox without a reload.
+    await page.evaluate("window.kernosMarker = 5")
+    [pending] = (await site.service.approvals.page(system, ApprovalQuery(run_id=other.run_id)))[0]
+    async with _api(site) as api:
+        decided = await api.post(
+            f"/approvals/{pending.approval_id}/decision",
+            json={"decision": "reject", "comment": "no"},
+        )
+        assert decided.status_code == 200, decided.text
+    await expect(cards).to_have_count(0)
+    await expect(page.get_by_test_id("approvals-empty")).to_be_visible()
+    assert await page.evaluate("window.kernosMarker") == 5
+    await context.close()
+
+
 async def test_keyboard_shortcuts_and_theme_toggle(site: Site, browser: Browser) -> None:
     for text in ["one", "two", "three"]:
         await site.service.runs.start(Principal.system("default"), "web_echo", {"text": text})
@@ -238,6 +298,7 @@ async def test_screenshots_in_both_themes_and_at_360_px(site: Site, browser: Bro
     done, _ = await site.service.runs.start(system, "web_echo", {"text": "a screenshot"})
     await site.service.runs.start(system, "web_wait", {})
     flaky, _ = await site.service.runs.start(system, "web_flaky", {})
+    await site.service.runs.start(system, "web_gated", {"to": "screenshots@example.com"})
     ARTIFACTS.mkdir(exist_ok=True)
     for theme in ["light", "dark"]:
         context = await browser.new_context(

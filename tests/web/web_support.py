@@ -6,6 +6,8 @@ the standard library's parser, not string-matched.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -71,6 +73,30 @@ async def web_flaky_call(url: str) -> str:
 async def flaky(url: str = "http://upstream.invalid") -> str:
     """Fail after retrying one step."""
     return await web_flaky_call(url)
+
+
+SEND_EMAIL = {"to": "ops@example.com", "subject": "Deploy v2", "body": "<b>ship</b> it"}
+
+
+def call_hash(tool: str, arguments: dict[str, object]) -> str:
+    """The hash a gated tool call's decision is bound to (canonical JSON of tool and args)."""
+    text = json.dumps({"arguments": arguments, "tool": tool}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@kernos.workflow(name="web_gated")
+async def gated(to: str = "ops@example.com") -> dict[str, object]:
+    """Ask, as a policy-gated tool call would, to send an email; return what was decided."""
+    arguments = {**SEND_EMAIL, "to": to}
+    decision = await kernos.approval(
+        "Send an email?",
+        {"tool": "send_email", "arguments": arguments, "reason": "the policy gates email"},
+        kind="tool_call",
+        args_hash=call_hash("send_email", arguments),
+        options=["approve", "reject", "edit"],
+    )
+    sent = decision.value if decision.edited else arguments
+    return {"decision": decision.decision, "sent": sent, "comment": decision.comment}
 
 
 @dataclass

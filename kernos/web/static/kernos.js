@@ -10,12 +10,20 @@
   var KINDS = ["run.created", "run.enqueued", "run.started", "run.succeeded", "run.failed",
     "run.cancelled", "run.paused", "run.pause_requested", "run.resumed", "run.released",
     "run.waiting", "run.superseded", "child.done", "sleep.done", "message.sent",
-    "dependency.done", "checkpoint", "agent.usage"];
+    "dependency.done", "checkpoint", "agent.usage",
+    "approval.requested", "approval.escalated", "approval.decided"];
   ["step", "llm", "tool", "sleep", "recv", "child", "checkpoint", "enqueue"].forEach(function (k) {
     KINDS.push(k + ".completed", k + ".failed");
   });
 
   function refresh(live) {
+    // Never wipe what a person is typing (a comment, edited arguments): try again later.
+    var active = document.activeElement;
+    var typing = active && live.contains(active) && /^(TEXTAREA|INPUT|SELECT)$/.test(active.tagName);
+    if (typing || live.querySelector("details.edit[open]")) {
+      setTimeout(function () { refresh(live); }, 1000);
+      return;
+    }
     fetch(location.href, { headers: { "X-Kernos-Fragment": "1" }, credentials: "same-origin" })
       .then(function (r) { return r.ok ? r.text() : null; })
       .then(function (html) {
