@@ -180,4 +180,3 @@ rules:
             "/policy/test", json={"document": document, "run_id": handle.run_id}
         )
         assert_problem(refused, 404, "not_found")
-
