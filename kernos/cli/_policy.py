@@ -111,6 +111,7 @@ def check(path: FileArgument, json: JsonOption = False) -> None:
     elif problems:
         for problem in problems:
             typer.echo(str(problem))
+        render.note(f"{path}: {len(problems)} problem{'s' if len(problems) != 1 else ''}")
     else:
         typer.echo(f"{path}: a valid policy")
     if problems:
