@@ -15,7 +15,7 @@ from kernos.agents._loop import Conversation, spent_in
 from kernos.agents._model import ModelCall, ProviderSource
 from kernos.agents._policy import PolicyLoader
 from kernos.agents._result import AgentResult
-from kernos.agents._toolcalls import TenantPolicy, ToolCalls
+from kernos.agents._toolcalls import TenantPolicy, ToolCalls, result_of, tool_args_hash
 from kernos.records import DEFAULT_TENANT
 
 __all__ = ["Agent", "AgentHandle"]
@@ -197,19 +197,60 @@ class Agent:
         """Rebuild a result of this agent from its JSON form (the workflow's output)."""
         return AgentResult.from_dict(data, self.output_type)
 
-    async def approve(self, call: llm.ToolCall, refused: tools.ToolResult) -> tools.ToolResult:
-        """What the model hears about a call that needs a human's approval.
+    async def approve(self, call: llm.ToolCall, outcome: dict[str, Any]) -> tools.ToolResult:
+        """Wait durably for a person to decide a call the policies sent for approval.
 
-        The seam for approvals (issue 7): a durable wait for the decision will
-        go here, in workflow code after the call's ``tool`` entry, followed by a
-        second ``tool`` entry running the approved call. Until then the model is
-        told approval is required (the entry records ``needs_approval``).
+        Runs in workflow code after the call's ``tool`` entry (which recorded
+        ``needs_approval``): a :func:`kernos.approval` of kind ``tool_call``
+        shows the exact tool and arguments and is bound to their hash. Approved,
+        the call runs in a second ``tool`` entry with the approved (possibly
+        edited, then re-checked) arguments; rejected, the model is told so, with
+        the decider's comment.
+
+        Args:
+            call: the model's call.
+            outcome: what the call's first entry returned (its ``approval`` gate).
+
+        Returns:
+            The result the model sees.
+
+        Raises:
+            ApprovalExpiredError: nobody decided in time and the default is to fail.
         """
-        runtime.emit(
-            "agent.approval_required",
-            {"agent": self.name, "tool": call.name, "call_id": call.id},
+        found = outcome.get("approval")
+        gate: dict[str, Any] = found if isinstance(found, dict) else {}
+        arguments = call.args()
+        decision = await runtime.approval(
+            f"{self.name} wants to call {call.name}",
+            {
+                "tool": call.name,
+                "arguments": arguments,
+                "reason": gate.get("reason"),
+                "agent": self.name,
+                "call_id": call.id,
+            },
+            kind="tool_call",
+            args_hash=tool_args_hash(call.name, arguments),
+            **_approval_options(gate.get("approvers")),
         )
-        return refused
+        if not decision.approved:
+            why = f": {decision.comment}" if decision.comment else ""
+            who = "nobody decided in time" if decision.by_default else "a person rejected it"
+            return tools.ToolResult.error(
+                f"the call to {call.name!r} was not approved ({who}){why}"
+            )
+        final = decision.value if decision.edited else arguments
+        approval = {
+            "approval_id": decision.approval_id,
+            "by": decision.decided_by,
+            "edited": decision.edited,
+            "arguments": final,
+            "original": arguments,
+        }
+        result, _, _ = result_of(
+            await self.tool_calls.approved_step(call.name)(call.to_dict(), approval)
+        )
+        return result
 
     def _register(self) -> runtime.Workflow[[str], Any]:
         agent = self
@@ -268,3 +309,31 @@ class AgentHandle(runtime.RunHandle[AgentResult]):
 
 def _allow_given(name: str) -> tools.ToolPolicy:
     return tools.ToolPolicy.allow_all(name=f"agent {name}")
+
+
+def _approval_options(approvers: Any) -> dict[str, Any]:
+    """The assignees, timeout, escalation and default of an approval, from a policy's
+    ``approvers`` (see :func:`~kernos.agents._toolcalls.approvers_of`); none: any operator."""
+    if not isinstance(approvers, dict):
+        return {}
+    assignees = [f"role:{r}" for r in approvers.get("roles") or ()]
+    assignees += [f"user:{u}" for u in approvers.get("users") or ()]
+    timeout = approvers.get("timeout")
+    escalation = []
+    if timeout is not None:  # levels after one that waits for ever are never reached
+        for step in approvers.get("escalate") or ():
+            to = step.get("to") or {}
+            escalation.append(
+                runtime.Escalate(
+                    to=[f"role:{r}" for r in to.get("roles") or ()]
+                    + [f"user:{u}" for u in to.get("users") or ()],
+                    after=step.get("after"),
+                )
+            )
+    default = str(approvers.get("default") or "reject")
+    return {
+        "assignees": assignees,
+        "timeout": timeout,
+        "escalation": escalation,
+        "default": default if default in ("reject", "approve", "fail") else "reject",
+    }

@@ -15,7 +15,7 @@ from kernos.agents._budget import Spent, StopReason
 from kernos.agents._model import response_of
 from kernos.agents._policy import RunPolicy, using
 from kernos.agents._result import AgentResult
-from kernos.agents._toolcalls import result_of
+from kernos.agents._toolcalls import APPROVED, result_of
 from kernos.records import EntryKind, EntryStatus, JournalEntry
 from kernos.serialization import checksum, encode
 
@@ -179,7 +179,7 @@ class Conversation:
                 result, decision, latency_ms = result_of(outcome)
                 slowest = max(slowest, latency_ms)
                 if decision == tools.Action.NEEDS_APPROVAL.value:
-                    result = await self.agent.approve(call, result)
+                    result = await self.agent.approve(call, outcome)
             self.messages.append(result.to_message(call.id, name=call.name))
         self.tool_calls += len(calls)
         self.wall_time_s += slowest / 1000
@@ -247,6 +247,6 @@ def spent_in(journal: Sequence[JournalEntry], agent: str) -> Spent:
                 response, latency_ms = response_of(entry.output)
                 usage = usage + response.usage
                 wall += latency_ms / 1000
-        elif entry.kind is EntryKind.TOOL:
-            calls += 1
+        elif entry.kind is EntryKind.TOOL and detail.get("decision") != APPROVED:
+            calls += 1  # an approved call's second entry is the same call
     return Spent(turns=turns, usage=usage, wall_time_s=wall, tool_calls=calls)

@@ -6,22 +6,39 @@ and the agent's; the strictest wins), then the tool runs if allowed. The
 decision is recorded in the entry's detail and returned with the result, so a
 recovered run sees the decision the original made. What a tool returns goes
 to the model as data; nothing reaches the policies, which are immutable.
+
+A call the policies send for approval does not run in its entry: the entry
+records ``needs_approval`` and who may approve; the agent then waits durably
+for a person (:func:`kernos.approval`, bound to :func:`tool_args_hash` of the
+exact call) and, once approved, runs the call in a second ``tool`` entry
+(:meth:`ToolCalls.approved_step`) with the approved, possibly edited, arguments.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+
+import orjson
 
 from kernos import errors, llm, tools
 from kernos.agents._model import own_scope
 from kernos.agents._policy import active_policy
 from kernos.records import DEFAULT_TENANT, EntryKind
 from kernos.retry import RetryPolicy
-from kernos.runtime import Step, StepScope, current_step
+from kernos.runtime import Step, StepScope, current_step, emit
 
-__all__ = ["INVALID", "TenantPolicy", "ToolCalls", "result_of"]
+__all__ = [
+    "APPROVED",
+    "INVALID",
+    "TenantPolicy",
+    "ToolCalls",
+    "approvers_of",
+    "result_of",
+    "tool_args_hash",
+]
 
 TenantPolicy = Mapping[str, tools.ToolPolicy] | Callable[[str], tools.ToolPolicy | None]
 """The tool policy of each tenant: a mapping, or a function of the tenant's id."""
@@ -29,6 +46,34 @@ TenantPolicy = Mapping[str, tools.ToolPolicy] | Callable[[str], tools.ToolPolicy
 INVALID = "invalid"
 """The decision recorded for a call no policy could judge: an unknown tool, or
 arguments that are not a JSON object."""
+
+
+APPROVED = "approved"
+"""The decision recorded for a call that ran after a person approved it."""
+
+
+def tool_args_hash(tool: str, arguments: Mapping[str, Any]) -> str:
+    """The SHA-256 of the canonical JSON of ``{tool, arguments}`` (sorted keys).
+
+    An approval of a tool call is bound to it: approving one set of arguments
+    never releases another.
+    """
+    text = orjson.dumps({"tool": tool, "arguments": arguments}, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(text).hexdigest()
+
+
+def approvers_of(decision: tools.Decision) -> dict[str, Any] | None:
+    """Who may approve a gated call, as JSON, from the policy's decision (None: anyone)."""
+    approvers = getattr(decision, "approvers", None)
+    if approvers is None:
+        return None
+    return {
+        "roles": list(getattr(approvers, "roles", ())),
+        "users": list(getattr(approvers, "users", ())),
+        "timeout": getattr(approvers, "timeout", None),
+        "escalate": [step.to_dict() for step in getattr(approvers, "escalate", ())],
+        "default": str(getattr(approvers, "default", "reject")),
+    }
 
 
 def result_of(value: Any) -> tuple[tools.ToolResult, str, float]:
@@ -122,6 +167,27 @@ class ToolCalls:
             return source.get(tenant)
         return source(tenant)
 
+    def approved_step(self, name: str) -> Step[..., Any]:
+        """The journaled run of an approved call of ``name``: a second ``tool`` entry.
+
+        Its arguments are the approval's (a person may have edited them); edited
+        arguments are checked by the policies again, and a denial refuses the
+        call. The entry's detail records the approval, both argument sets and
+        who approved.
+        """
+
+        async def run_approved(call: dict[str, str], approval: dict[str, Any]) -> dict[str, Any]:
+            return await self._call(name, call, approval)
+
+        return Step(
+            run_approved,
+            name=name,
+            retry=RetryPolicy.of(0),
+            timeout=self.timeout,
+            kind=EntryKind.TOOL,
+            write_behind=True,
+        )
+
     def _make_step(self, name: str) -> Step[..., Any]:
         async def call(call: dict[str, str]) -> dict[str, Any]:
             return await self._call(name, call)
@@ -137,13 +203,30 @@ class ToolCalls:
             write_behind=True,
         )
 
-    async def _call(self, name: str, call: dict[str, str]) -> dict[str, Any]:
+    async def _call(
+        self, name: str, call: dict[str, str], approval: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         scope = own_scope(current_step(), EntryKind.TOOL, name)
         tenant = _tenant(current_step())
         started = time.perf_counter()
-        result, decision, reason = await self._decide_and_run(name, call, tenant)
+        gate: dict[str, Any] | None = None
+        if approval is None:
+            result, decision, reason, gate = await self._decide_and_run(name, call, tenant)
+        else:
+            result, decision, reason = await self._run_approved(name, approval, tenant)
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
         if scope is not None:
+            extra: dict[str, Any] = {}
+            if gate is not None:
+                extra["approvers"] = gate["approvers"]
+            if approval is not None:
+                extra["approval"] = {
+                    "approval_id": approval.get("approval_id"),
+                    "by": approval.get("by"),
+                    "edited": bool(approval.get("edited")),
+                    "arguments": approval.get("arguments"),
+                    "original_arguments": approval.get("original"),
+                }
             scope.annotate(
                 {
                     "agent": self.agent,
@@ -154,6 +237,7 @@ class ToolCalls:
                     "reason": reason,
                     "sandbox": await _sandbox_of(self.tools.get(name)),
                     "latency_ms": latency_ms,
+                    **extra,
                 },
                 event={
                     "agent": self.agent,
@@ -162,34 +246,61 @@ class ToolCalls:
                     "latency_ms": latency_ms,
                 },
             )
-        return {**result.to_dict(), "decision": decision, "latency_ms": latency_ms}
+        output = {**result.to_dict(), "decision": decision, "latency_ms": latency_ms}
+        if gate is not None:
+            output["approval"] = gate
+        return output
 
     async def _decide_and_run(
         self, name: str, call: dict[str, str], tenant: str
-    ) -> tuple[tools.ToolResult, str, str]:
+    ) -> tuple[tools.ToolResult, str, str, dict[str, Any] | None]:
         tool = self.tools.get(name)
         if tool is None:
             available = ", ".join(self.tools) or "none"
             message = f"there is no tool named {name!r}; available: {available}"
-            return tools.ToolResult.error(message), INVALID, message
+            return tools.ToolResult.error(message), INVALID, message, None
         try:
             arguments = llm.ToolCall.from_dict(call).args()
         except ValueError as exc:
             message = f"the arguments must be a JSON object of parameter names to values ({exc})"
-            return tools.ToolResult.error(message), INVALID, message
+            return tools.ToolResult.error(message), INVALID, message, None
         decision = self.decide(name, arguments, tenant)
         if decision.action is tools.Action.DENY:
             message = f"the call to {name!r} was refused: {decision.reason}"
-            return tools.ToolResult.error(message), decision.action.value, decision.reason
+            return tools.ToolResult.error(message), decision.action.value, decision.reason, None
         if decision.action is tools.Action.NEEDS_APPROVAL:
-            # Approvals (issue 7) wait durably in workflow code, after this entry;
-            # until then the model is told, and the entry records the decision.
-            message = (
-                f"the call to {name!r} needs a human's approval first, and approvals are not "
-                f"available yet: {decision.reason}"
+            # The call waits for a person in workflow code, after this entry (see
+            # Agent.approve); the entry records the decision and who may approve.
+            message = f"the call to {name!r} waits for a person's approval: {decision.reason}"
+            gate = {"reason": decision.reason, "approvers": approvers_of(decision)}
+            # From the step, so that it is emitted once, not again on every wake-up.
+            emit(
+                "agent.approval_required",
+                {"agent": self.agent, "tool": name, "call_id": call.get("id")},
             )
-            return tools.ToolResult.error(message), decision.action.value, decision.reason
-        return await tool.invoke(arguments), decision.action.value, decision.reason
+            return tools.ToolResult.error(message), decision.action.value, decision.reason, gate
+        result = await tool.invoke(arguments)
+        return result, decision.action.value, decision.reason, None
+
+    async def _run_approved(
+        self, name: str, approval: dict[str, Any], tenant: str
+    ) -> tuple[tools.ToolResult, str, str]:
+        tool = self.tools.get(name)
+        arguments = approval.get("arguments")
+        if tool is None or not isinstance(arguments, dict):
+            message = f"the approved arguments of {name!r} are not a JSON object"
+            return tools.ToolResult.error(message), INVALID, message
+        by = approval.get("by") or "a person"
+        if approval.get("edited"):
+            # A person's edit is a new call: the policies judge it again, and what
+            # they deny is refused like any denied call. (Approval they would ask
+            # for is the one just given, for exactly these arguments.)
+            decision = self.decide(name, arguments, tenant)
+            if decision.action is tools.Action.DENY:
+                message = f"the edited call to {name!r} was refused: {decision.reason}"
+                return tools.ToolResult.error(message), decision.action.value, decision.reason
+        # The tool validates the arguments against its schema before it runs.
+        return await tool.invoke(arguments), APPROVED, f"approved by {by}"
 
 
 def _tenant(scope: StepScope | None) -> str:

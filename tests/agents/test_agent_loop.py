@@ -22,7 +22,8 @@ from pydantic import BaseModel
 import kernos
 from kernos import agents, llm, tools
 from kernos.agents import Budget, StopReason
-from kernos.records import EntryKind, EntryStatus, RunStatus
+from kernos.records import ApprovalRequest, ApprovalStatus, EntryKind, EntryStatus, RunStatus
+from kernos.store import ApprovalFilter
 from kernos.testing import FakeOpenAI, FakeToolCall, Reply
 
 CALLS: Counter[str] = Counter()
@@ -312,13 +313,33 @@ async def test_policy_denies_or_asks_approval_and_the_model_is_told(
     )
     fake.reply("I could only add.")
     handle = await agent.start(app, "do it all")
+    # The gated call waits for a person (tests/approvals covers approving it).
+    pending: list[ApprovalRequest] = []
+
+    async def asked() -> None:
+        pending[:] = await app.store.list_approvals(ApprovalFilter(tenant="default"))
+
+    while not pending:
+        await asked()
+        await asyncio.sleep(0.02)
+    [request] = pending
+    assert request.details["tool"] == "send_email"  # type: ignore[index]
+    assert request.details["reason"] == "a human signs mail"  # type: ignore[index]
+    await app.store.decide_approval(
+        request.approval_id,
+        level=0,
+        status=ApprovalStatus.REJECTED,
+        decision={"decision": "rejected", "comment": "no mail today", "by": "user:x"},
+        decided_by="user:x",
+    )
+    app.engine.poke()
     result = await handle.result(timeout=20)
 
     assert result.output == "I could only add."
     assert CALLS == {"add": 1}
     refused, approval, added = (m["content"] for m in tool_messages(fake.requests[1].json))
     assert "refused" in refused and "never delete" in refused
-    assert "approval" in approval and "a human signs mail" in approval
+    assert "not approved" in approval and "no mail today" in approval
     assert added == "2"
     details = [e.detail for e in await app.journal(handle.run_id) if e.kind is EntryKind.TOOL]
     assert [d["decision"] for d in details] == ["deny", "needs_approval", "allow"]  # type: ignore[index]
