@@ -61,6 +61,10 @@ class EventFeed(Protocol):
 class EventSource(Protocol):
     """Where feeds come from: ``subscribe(after, tenant=...)``."""
 
+    @property
+    def running(self) -> bool:
+        """Whether feeds can be had now (the server stops its hub first)."""
+
     def subscribe(self, after: int | None, *, tenant: str) -> EventFeed:
         """A feed of ``tenant``'s events with ids above ``after``."""
 
@@ -106,12 +110,14 @@ class Notifier:
         self._cursors: dict[str, int] = {}  # handed over up to here, per webhook
         self._tenants: dict[str, tuple[frozenset[str], asyncio.Task[None]]] = {}
         self._wakeup = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: list[asyncio.Task[None]] = []  # the supervisor, then the sender
+        self._stopping = False
 
     async def start(self) -> None:
         """Start handing over and sending."""
         if self._tasks:
             return
+        self._stopping = False
         self._tasks = [
             asyncio.create_task(self._supervise(), name="kernos-webhooks-handover"),
             asyncio.create_task(self._send_loop(), name="kernos-webhooks-send"),
@@ -119,15 +125,23 @@ class Notifier:
         logger.info("webhook dispatcher started", extra={"action": "webhooks_started"})
 
     async def stop(self) -> None:
-        """Stop; deliveries in flight are retried after their lease by the next start."""
-        tasks = [task for _, task in self._tenants.values()] + self._tasks
+        """Stop handing over at once; let attempts in flight finish (up to the policy's
+        timeout), so their outcome is recorded; a delivery cut short is retried after
+        its lease by the next start."""
+        handover = [task for _, task in self._tenants.values()] + self._tasks[:1]
+        sending = self._tasks[1:]
         self._tenants.clear()
         self._tasks = []
-        for task in tasks:
+        self._stopping = True
+        self.wake()
+        for task in handover:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.sender.policy.timeout + 1.0):
+                await asyncio.gather(*sending, return_exceptions=True)
+        for task in handover + sending:
+            task.cancel()
+        await asyncio.gather(*handover, *sending, return_exceptions=True)
 
     def wake(self) -> None:
         """Look for due deliveries now."""
@@ -141,7 +155,8 @@ class Notifier:
                 await self._refresh()
             except Exception as exc:
                 logger.warning(
-                    "reading webhooks failed; retrying",
+                    "reading webhooks failed (%s); retrying",
+                    exc,
                     extra={"action": "webhooks_refresh_failed", "error": str(exc)},
                 )
             await asyncio.sleep(self.refresh_s)
@@ -170,10 +185,14 @@ class Notifier:
             hooks = self._hooks.get(tenant, {})
             if not hooks:
                 return
+            if not self.events.running:  # shutting down, or not started yet
+                await asyncio.sleep(self.refresh_s)
+                continue
             start = min(self._cursors.get(hook_id, 0) for hook_id in hooks)
-            feed = self.events.subscribe(start, tenant=tenant)
+            feed: EventFeed | None = None
             last_write = self.clock()
             try:
+                feed = self.events.subscribe(start, tenant=tenant)
                 while True:
                     batch = await feed.receive(max_events=self.batch, timeout=self.refresh_s)
                     if batch is None:
@@ -186,7 +205,8 @@ class Notifier:
                 raise
             except Exception as exc:
                 logger.warning(
-                    "handing events to webhooks failed; resuming from the cursors",
+                    "handing events to webhooks failed (%s); resuming from the cursors",
+                    exc,
                     extra={
                         "action": "webhooks_handover_failed",
                         "tenant": tenant,
@@ -195,7 +215,8 @@ class Notifier:
                 )
                 await asyncio.sleep(self.refresh_s)
             finally:
-                feed.close()
+                if feed is not None:
+                    feed.close()
 
     async def _hand_over(self, tenant: str, events: list[Event], last_write: float) -> float:
         now = self.clock()
@@ -243,17 +264,18 @@ class Notifier:
 
     async def _send_loop(self) -> None:
         async with self.sender.client() as client:
-            while True:
+            while not self._stopping:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.poll_s):
                         await self._wakeup.wait()
                 self._wakeup.clear()
                 try:
-                    while await self._send_due(client) >= self.batch:
+                    while not self._stopping and await self._send_due(client) >= self.batch:
                         pass
                 except Exception as exc:
                     logger.warning(
-                        "sending webhook deliveries failed; retrying",
+                        "sending webhook deliveries failed (%s); retrying",
+                        exc,
                         extra={"action": "webhooks_send_failed", "error": str(exc)},
                     )
 
