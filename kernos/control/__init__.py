@@ -6,6 +6,7 @@ the caller's role, confines the operation to the caller's tenant and writes the
 audit record, so there is one code path from any face to the store.
 """
 
+from kernos.control._approvals import ApprovalQuery, ApprovalService, may_decide
 from kernos.control._auth import Authenticator, Credentials
 from kernos.control._bootstrap import Bootstrap, ensure_first_admin
 from kernos.control._delivery import DeliveryPolicy
@@ -23,6 +24,8 @@ from kernos.control._service import Service
 from kernos.control._webhooks import verify_webhook
 
 __all__ = [
+    "ApprovalQuery",
+    "ApprovalService",
     "Authenticator",
     "Bootstrap",
     "Credentials",
@@ -34,6 +37,7 @@ __all__ = [
     "ensure_first_admin",
     "hash_password",
     "hash_secret",
+    "may_decide",
     "new_api_key",
     "parse_api_key",
     "verify_password",

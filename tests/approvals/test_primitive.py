@@ -97,6 +97,8 @@ async def test_only_the_first_decision_counts(store_url: str) -> None:
         result = await handle.result(timeout=15)
         assert result["by"] == winners[0].decided_by
         assert result["decision"] == winners[0].status.value
+        await app.purge(handle.run_id)  # a purged run leaves no request behind
+        assert await app.store.get_approval(request.approval_id) is None
 
 
 async def test_a_message_on_the_topic_cannot_forge_a_decision(store_url: str) -> None:
