@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,12 +15,12 @@ from kernos.api._state import server_state
 from kernos.control import Principal
 from kernos.control._approvals import ApprovalQuery
 from kernos.control._cursor import decode_cursor
-from kernos.errors import UsageError
+from kernos.errors import NotFoundError, UsageError
 from kernos.records import Role, Run, RunStatus, RunUsage
 from kernos.store import RunFilter
 from kernos.web._approvals import VERDICTS, shown_request
 from kernos.web._charts import lines, sparkline, stacked_bars
-from kernos.web._entry import Stream, cause_chain, model_streams
+from kernos.web._entry import Stream, cause_chain, fork_ids, model_streams
 from kernos.web._render import page, when
 from kernos.web._session import viewer
 from kernos.web._timeline import build_timeline
@@ -30,7 +31,7 @@ router = APIRouter(include_in_schema=False)
 
 RANGES = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 PAGE_SIZE = 50
-STREAM_EVENTS = 10_000  # events read to gather a running model call's streamed text
+RUN_EVENTS = 10_000  # events read for streamed model text and forks (the first ones)
 FRAGMENT_HEADER = "x-kernos-fragment"
 
 SortKey = Callable[[Run, RunUsage, float], Any]
@@ -191,10 +192,14 @@ async def run_page(request: Request, run_id: str) -> Response:
         selected = next((e for e in entries if e.seq == int(wanted)), None)
     timeline = build_timeline(run, entries)
     chosen_bar = next((b for b in timeline.bars if b.entry is selected), None)
+    events = await service.runs.events(caller, run.run_id, after=0, limit=RUN_EVENTS)
     streams: list[Stream] = []
     if not run.status.terminal:
-        events = await service.runs.events(caller, run.run_id, after=0, limit=STREAM_EVENTS)
         streams = model_streams(events, {e.seq for e in entries})
+    forks = []
+    for fork_id in fork_ids(events):
+        with contextlib.suppress(NotFoundError):  # its data was deleted since
+            forks.append(await service.runs.get(caller, fork_id))
     context = base_context(request, caller, "runs") | {
         "run": run,
         "timeline": timeline,
@@ -204,6 +209,7 @@ async def run_page(request: Request, run_id: str) -> Response:
         "causes": cause_chain(selected.error) if selected is not None else [],
         "run_causes": cause_chain(run.error),
         "streams": streams,
+        "forks": forks,
         "now": time.time(),
     }
     return page("_run_live.html" if context["fragment"] else "run.html", context)

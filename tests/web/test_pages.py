@@ -86,6 +86,14 @@ async def test_start_cancel_and_fork_through_forms(site: Site) -> None:
         assert fork_id != run_id
         await _finished(site, fork_id)
         assert (await site.app.get_run(fork_id)).output == "edited"
+        again = await client.post(f"/runs/{run_id}/fork", data={"csrf_token": csrf, "seq": "0"})
+        second = again.headers["location"].removeprefix("/runs/")
+        original = (await client.get(f"/runs/{run_id}")).text
+        start = original.index('data-testid="forks"')
+        forks = Page(original[start : original.index("</section>", start)])
+        assert [a["href"] for a in forks.find("a")] == [f"/runs/{fork_id}", f"/runs/{second}"]
+        back = Page((await client.get(f"/runs/{fork_id}")).text)
+        assert back.find("a", href=f"/runs/{run_id}")  # forked from
         waiting = await client.post("/runs", data={"csrf_token": csrf, "workflow": "web_wait"})
         wait_id = waiting.headers["location"].removeprefix("/runs/")
         cancelled = await client.post(f"/runs/{wait_id}/cancel", data={"csrf_token": csrf})
