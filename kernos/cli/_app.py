@@ -34,6 +34,7 @@ from kernos.cli._settings import (
 from kernos.cli._tenants import tenants
 from kernos.cli._up import up
 from kernos.cli._users import users, whoami
+from kernos.cli._webhooks import webhooks
 from kernos.cli._worker import worker
 from kernos.records import DEFAULT_TENANT
 
@@ -64,6 +65,7 @@ app.add_typer(workers)
 app.add_typer(keys)
 app.add_typer(users)
 app.add_typer(tenants)
+app.add_typer(webhooks)
 app.add_typer(bulk)
 app.add_typer(policy)
 app.add_typer(db)

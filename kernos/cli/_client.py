@@ -290,6 +290,36 @@ class Client(abc.ABC):
     async def bulk_jobs(self) -> list[records.BulkJob]:
         """The tenant's bulk jobs, newest first."""
 
+    # -- webhooks ----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def webhooks(self) -> list[records.Webhook]:
+        """The tenant's webhooks (their secrets empty)."""
+
+    @abc.abstractmethod
+    async def create_webhook(
+        self, url: str, *, kinds: list[str], format: records.WebhookFormat
+    ) -> tuple[records.Webhook, str]:
+        """A new webhook and its signing secret (shown once)."""
+
+    @abc.abstractmethod
+    async def delete_webhook(self, webhook_id: str) -> None:
+        """Delete a webhook and its deliveries."""
+
+    @abc.abstractmethod
+    async def rotate_webhook(self, webhook_id: str) -> tuple[records.Webhook, str]:
+        """Give a webhook a new secret (shown once)."""
+
+    @abc.abstractmethod
+    async def webhook_deliveries(
+        self, webhook_id: str, *, status: records.DeliveryStatus | None, limit: int
+    ) -> list[records.WebhookDelivery]:
+        """A webhook's latest deliveries, newest first."""
+
+    @abc.abstractmethod
+    async def test_webhook(self, webhook_id: str) -> records.WebhookDelivery:
+        """Send a ping now; the delivery with its outcome."""
+
     # -- approvals -------------------------------------------------------------------
 
     @abc.abstractmethod

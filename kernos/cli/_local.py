@@ -294,6 +294,34 @@ class LocalClient(Client):
     async def bulk_jobs(self) -> list[records.BulkJob]:
         return await self.service.bulk.jobs(self.principal)
 
+    # -- webhooks ----------------------------------------------------------------------
+    # Here they are only stored: the server that shares this store delivers them.
+
+    async def webhooks(self) -> list[records.Webhook]:
+        return await self.service.webhooks.webhooks(self.principal)
+
+    async def create_webhook(
+        self, url: str, *, kinds: list[str], format: records.WebhookFormat
+    ) -> tuple[records.Webhook, str]:
+        await self.service.admin.tenant(self.principal)  # never a webhook for no tenant
+        return await self.service.webhooks.create(self.principal, url, kinds=kinds, format=format)
+
+    async def delete_webhook(self, webhook_id: str) -> None:
+        await self.service.webhooks.delete(self.principal, webhook_id)
+
+    async def rotate_webhook(self, webhook_id: str) -> tuple[records.Webhook, str]:
+        return await self.service.webhooks.rotate(self.principal, webhook_id)
+
+    async def webhook_deliveries(
+        self, webhook_id: str, *, status: records.DeliveryStatus | None, limit: int
+    ) -> list[records.WebhookDelivery]:
+        return await self.service.webhooks.deliveries(
+            self.principal, webhook_id, status=status, limit=limit
+        )
+
+    async def test_webhook(self, webhook_id: str) -> records.WebhookDelivery:
+        return await self.service.webhooks.test(self.principal, webhook_id)
+
     # -- approvals ---------------------------------------------------------------------
 
     async def approvals(

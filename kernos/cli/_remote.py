@@ -97,6 +97,26 @@ def approval_from(data: Mapping[str, Any]) -> records.ApprovalRequest:
     )
 
 
+def _webhook(data: Mapping[str, Any]) -> records.Webhook:
+    # The API never sends a webhook's secret; the record's field stays empty here.
+    return _build(
+        records.Webhook,
+        data,
+        kinds=tuple(data["kinds"]),
+        format=records.WebhookFormat(data["format"]),
+        secret="",
+    )
+
+
+def _webhook_delivery(data: Mapping[str, Any]) -> records.WebhookDelivery:
+    return _build(
+        records.WebhookDelivery,
+        data,
+        status=records.DeliveryStatus(data["status"]),
+        payload="",
+    )
+
+
 def _key(data: Mapping[str, Any]) -> records.ApiKey:
     # The API never sends a key's hash; the record's field stays empty here.
     return _build(records.ApiKey, data, role=records.Role(data["role"]), secret_hash="")
@@ -533,6 +553,39 @@ class RemoteClient(Client):
 
     async def bulk_jobs(self) -> list[records.BulkJob]:
         return [_job(item) for item in await self._json("GET", "/bulk")]
+
+    # -- webhooks ----------------------------------------------------------------------
+
+    async def webhooks(self) -> list[records.Webhook]:
+        return [_webhook(item) for item in await self._json("GET", "/webhooks")]
+
+    async def create_webhook(
+        self, url: str, *, kinds: list[str], format: records.WebhookFormat
+    ) -> tuple[records.Webhook, str]:
+        body: dict[str, Any] = {"url": url, "format": format.value}
+        if kinds:
+            body["kinds"] = kinds
+        created = await self._json("POST", "/webhooks", body=body)
+        return _webhook(created["webhook"]), created["secret"]
+
+    async def delete_webhook(self, webhook_id: str) -> None:
+        await self._json("DELETE", _path("webhooks", webhook_id))
+
+    async def rotate_webhook(self, webhook_id: str) -> tuple[records.Webhook, str]:
+        created = await self._json("POST", _path("webhooks", webhook_id, "rotate"))
+        return _webhook(created["webhook"]), created["secret"]
+
+    async def webhook_deliveries(
+        self, webhook_id: str, *, status: records.DeliveryStatus | None, limit: int
+    ) -> list[records.WebhookDelivery]:
+        params: dict[str, Any] = {"limit": limit}
+        if status is not None:
+            params["status"] = status.value
+        page = await self._json("GET", _path("webhooks", webhook_id, "deliveries"), params=params)
+        return [_webhook_delivery(item) for item in page["items"]]
+
+    async def test_webhook(self, webhook_id: str) -> records.WebhookDelivery:
+        return _webhook_delivery(await self._json("POST", _path("webhooks", webhook_id, "test")))
 
     # -- approvals ---------------------------------------------------------------------
 
