@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -200,3 +202,18 @@ def _webhook() -> Webhook:
         created_by="system",
         created_at=0.0,
     )
+
+
+def test_the_readme_receiver_snippet_verifies_what_kernos_signs() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("**Verifying a delivery.**", 1)[1]
+    snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(snippet, namespace)
+    verify = namespace["verify"]
+    headers = signed_headers(SECRET, "whd_1", BODY, time.time())
+    assert verify(SECRET, headers, BODY)
+    assert not verify(SECRET, headers, BODY + b"x")
+    assert not verify("whsec_other", headers, BODY)
+    stale = signed_headers(SECRET, "whd_1", BODY, time.time() - 301)
+    assert not verify(SECRET, stale, BODY)
