@@ -292,15 +292,10 @@ class Notifier:
             hook = await self.store.get_webhook(delivery.webhook_id)
             if hook is None:
                 return  # deleted with its deliveries meanwhile
-            if not hook.active:
-                reason = "the webhook was paused before this was sent"
+            if not hook.active:  # paused: keep it for when the webhook is resumed
+                later = self.clock() + self.sender.policy.lease_s
                 await self.store.record_delivery_attempt(
-                    dataclasses.replace(
-                        delivery,
-                        status=DeliveryStatus.DEAD,
-                        last_error=reason,
-                        next_attempt_at=None,
-                    )
+                    dataclasses.replace(delivery, next_attempt_at=later)
                 )
                 return
             attempt = await self.sender.send(client, hook, delivery)

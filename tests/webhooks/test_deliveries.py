@@ -4,6 +4,7 @@ apart and never lets a secret out."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -291,3 +292,22 @@ async def test_private_targets_need_the_server_setting(
         assert "private" in body["detail"]
         assert_problem(await admin.post("/webhooks", json={"url": "ftp://example.com/"}), 422)
         assert (await admin.get("/webhooks")).json() == []
+
+
+@SQLITE_ONLY
+async def test_a_paused_webhook_sends_nothing_and_catches_up_when_resumed(
+    live: Live, hook_receiver: Receiver
+) -> None:
+    async with live.client(live.admin_key) as admin:
+        created = await _subscribe(admin, hook_receiver)
+        hook_id = created["webhook"]["webhook_id"]
+        paused = await admin.patch(f"/webhooks/{hook_id}", json={"active": False})
+        assert paused.status_code == 200 and paused.json()["active"] is False
+        run_id = await _start(admin)
+        await wait_status(admin, run_id, "succeeded")
+        await asyncio.sleep(2.5)  # the dispatcher re-reads webhooks every second
+        assert hook_receiver.all() == []
+        resumed = await admin.patch(f"/webhooks/{hook_id}", json={"active": True})
+        assert resumed.json()["active"] is True
+        got = _by_event(await eventually(lambda: _n(hook_receiver, 3)))
+        assert [r.json()["type"] for r in got] == APPROVALS
