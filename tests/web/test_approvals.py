@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
-from web_support import SEND_EMAIL, Page, Site, call_hash, hidden
+from web_support import SEND_EMAIL, Page, Site, hidden
 
+from kernos.agents._toolcalls import tool_args_hash
 from kernos.control import Principal
 from kernos.control._approvals import ApprovalQuery
 from kernos.records import ApprovalRequest, ApprovalStatus, Role
@@ -45,7 +46,7 @@ async def test_the_inbox_shows_the_exact_call_and_approves_it_with_edits(site: S
         assert "send_email" in card.text and "the policy gates email" in card.text
         assert '"body": "<b>ship</b> it"' in card.text  # the arguments, as text
         assert not card.find("b")
-        assert call_hash("send_email", SEND_EMAIL) in card.text
+        assert tool_args_hash("send_email", SEND_EMAIL) in card.text
         assert card.find("input", name="args_hash", value=request.args_hash)
         edits = card.find("textarea", name="edits")
         assert edits and [b.get("value") for b in card.find("button")] == [

@@ -20,11 +20,13 @@ import httpx
 import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
-from web_support import INJECTION, SEND_EMAIL, Site, call_hash, live_site
+from web_support import SEND_EMAIL, Site, live_site
 
+from kernos.agents._toolcalls import tool_args_hash
 from kernos.control import Principal
 from kernos.control._approvals import ApprovalQuery
-from kernos.records import Role
+from kernos.records import EntryKind, Role
+from kernos.testing import FakeToolCall
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -168,15 +170,19 @@ async def test_viewer_sees_no_actions_cannot_forge_one_and_output_is_text(
 ) -> None:
     password = await site.user("vera", Role.VIEWER)
     system = Principal.system("default")
-    echoed, _ = await site.service.runs.start(system, "web_echo", {"text": INJECTION})
+    # An agent reads a page carrying a script and markup (the tool's output is untrusted).
+    site.fake.reply(tool_calls=[FakeToolCall(name="read_page", arguments={"url": "http://x"})])
+    site.fake.reply("The page says hello.")
+    read, _ = await site.service.runs.start(system, "agent:web_reader", {"task": "read x"})
     waiting, _ = await site.service.runs.start(system, "web_wait", {})
     context = await browser.new_context()
     page = await _sign_in(context, site, "vera", password)
     alerts: list[str] = []
     page.on("dialog", lambda dialog: alerts.append(dialog.message))
-    await page.goto(f"{site.url}/runs/{echoed.run_id}")
+    await page.goto(f"{site.url}/runs/{read.run_id}")
     await expect(page.locator("h1 .pill")).to_have_text("succeeded")
-    await page.locator('.entries a[data-entry="0"]').click()
+    [tool] = [e for e in await site.app.journal(read.run_id) if e.kind is EntryKind.TOOL]
+    await page.locator(f'.entries a[data-entry="{tool.seq}"]').click()
     output = page.get_by_test_id("entry-output")
     await expect(output).to_contain_text('<script>alert(\\"x\\")</script>')
     assert await page.locator("#entry img, #entry b, #entry script").count() == 0
@@ -227,7 +233,7 @@ async def test_approvals_inbox_is_live_and_approves_with_edits(
         '"to": "ops@example.com"'
     )
     await expect(card.get_by_test_id("approval-hash")).to_have_text(
-        call_hash("send_email", SEND_EMAIL)
+        tool_args_hash("send_email", SEND_EMAIL)
     )
 
     # Edit the arguments, comment, approve: the run goes on with the edited call.

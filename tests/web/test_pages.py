@@ -9,7 +9,8 @@ import orjson
 from web_support import INJECTION, Page, Site, hidden
 
 from kernos.control import Principal
-from kernos.records import Role
+from kernos.records import EntryKind, Role
+from kernos.testing import FakeToolCall
 
 
 async def _finished(site: Site, run_id: str) -> None:
@@ -120,11 +121,16 @@ async def test_a_viewer_sees_no_actions_and_cannot_act(site: Site) -> None:
         assert not Page((await client.get("/runs")).text).find("a", href="/keys")
 
 
-async def test_untrusted_output_renders_as_text(site: Site) -> None:
-    run, _ = await site.service.runs.start(_system(), "web_echo", {"text": INJECTION})
+async def test_untrusted_tool_output_renders_as_text(site: Site) -> None:
+    # An agent reads a page whose text carries a script and markup; its tool entry shows it.
+    site.fake.reply(tool_calls=[FakeToolCall(name="read_page", arguments={"url": "http://x"})])
+    site.fake.reply("The page says hello.")
+    run, _ = await site.service.runs.start(_system(), "agent:web_reader", {"task": "read x"})
     await _finished(site, run.run_id)
+    [tool] = [e for e in await site.app.journal(run.run_id) if e.kind is EntryKind.TOOL]
+    assert isinstance(tool.output, dict) and tool.output["content"] == INJECTION
     async with site.signed_in() as client:
-        page = await client.get(f"/runs/{run.run_id}?entry=0")
+        page = await client.get(f"/runs/{run.run_id}?entry={tool.seq}")
         parsed = Page(page.text)
         assert not parsed.find("img") and not parsed.find("b")
         assert [s for s in parsed.find("script") if s.get("src") != "/static/kernos.js"] == []

@@ -6,8 +6,6 @@ the standard library's parser, not string-matched.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,6 +16,7 @@ import httpx
 
 import kernos
 from kernos import agents, llm
+from kernos.agents._toolcalls import tool_args_hash
 from kernos.api._server import ApiServer
 from kernos.control import Principal, Service, ensure_first_admin
 from kernos.records import Role
@@ -75,13 +74,17 @@ async def flaky(url: str = "http://upstream.invalid") -> str:
     return await web_flaky_call(url)
 
 
+@kernos.tool
+async def read_page(url: str) -> str:
+    """Read a web page (this one carries script and markup: untrusted text).
+
+    Args:
+        url: the page's address.
+    """
+    return INJECTION
+
+
 SEND_EMAIL = {"to": "ops@example.com", "subject": "Deploy v2", "body": "<b>ship</b> it"}
-
-
-def call_hash(tool: str, arguments: dict[str, object]) -> str:
-    """The hash a gated tool call's decision is bound to (canonical JSON of tool and args)."""
-    text = json.dumps({"arguments": arguments, "tool": tool}, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 @kernos.workflow(name="web_gated")
@@ -92,7 +95,7 @@ async def gated(to: str = "ops@example.com") -> dict[str, object]:
         "Send an email?",
         {"tool": "send_email", "arguments": arguments, "reason": "the policy gates email"},
         kind="tool_call",
-        args_hash=call_hash("send_email", arguments),
+        args_hash=tool_args_hash("send_email", arguments),
         options=["approve", "reject", "edit"],
     )
     sent = decision.value if decision.edited else arguments
@@ -149,6 +152,7 @@ async def live_site(store_url: str) -> AsyncIterator[Site]:
                 return llm.connect(MODEL, base_url=fake.url, api_key="test", retries=0)
 
             MODELS["writer"] = agents.Model(MODEL, provider=connect, stream=True)
+            reader = agents.Agent("web_reader", MODEL, tools=[read_page], provider=connect)
             try:
                 bootstrap = await ensure_first_admin(app.store)
                 assert bootstrap is not None
@@ -161,6 +165,7 @@ async def live_site(store_url: str) -> AsyncIterator[Site]:
                     await server.stop()
             finally:
                 await MODELS.pop("writer").aclose()
+                await reader.aclose()
     finally:
         await app.close()
 
