@@ -21,6 +21,7 @@ __all__ = [
     "AuditRecord",
     "BulkJob",
     "Checkpoint",
+    "DeliveryAttempt",
     "DeliveryStatus",
     "EntryKind",
     "EntryStatus",
@@ -859,6 +860,32 @@ class Webhook:
         data["kinds"] = list(self.kinds)
         data["format"] = self.format.value
         return data
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DeliveryAttempt:
+    """One attempt at a webhook delivery: when, and the answer or what went wrong."""
+
+    delivery_id: str
+    attempt: int  # 1 for the first
+    at: float
+    response_status: int | None
+    error: str | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> DeliveryAttempt:
+        """Build an attempt from a database row."""
+        return cls(
+            delivery_id=row["delivery_id"],
+            attempt=row["attempt"],
+            at=row["at"],
+            response_status=row["response_status"],
+            error=row["error"],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        return {name: getattr(self, name) for name in self.__slots__}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

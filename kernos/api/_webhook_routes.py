@@ -13,9 +13,16 @@ from kernos.api._schemas import TEXT, _In
 from kernos.api._state import server_state
 from kernos.control import Service
 from kernos.control._cursor import decode_cursor, encode_cursor
-from kernos.records import DeliveryStatus, Webhook, WebhookDelivery, WebhookFormat
+from kernos.records import (
+    DeliveryAttempt,
+    DeliveryStatus,
+    Webhook,
+    WebhookDelivery,
+    WebhookFormat,
+)
 
 __all__ = [
+    "AttemptOut",
     "DeliveryOut",
     "DeliveryPage",
     "WebhookCreated",
@@ -81,8 +88,17 @@ class WebhookCreated(BaseModel):
     secret: str = Field(description="whsec_...: verify Kernos-Signature with it")
 
 
+class AttemptOut(BaseModel):
+    """One attempt at a delivery."""
+
+    attempt: int = Field(description="1 for the first")
+    at: float
+    response_status: int | None = None
+    error: str | None = None
+
+
 class DeliveryOut(BaseModel):
-    """One notification and the outcome of its latest attempt."""
+    """One notification, the outcome of its latest attempt and (in lists) every attempt."""
 
     delivery_id: str = Field(description="Sent as Kernos-Webhook-Id, the same on every retry")
     webhook_id: str
@@ -96,6 +112,9 @@ class DeliveryOut(BaseModel):
     next_attempt_at: float | None = None
     created_at: float
     delivered_at: float | None = None
+    history: list[AttemptOut] | None = Field(
+        None, description="Every attempt, oldest first (in delivery lists)"
+    )
 
 
 class DeliveryPage(BaseModel):
@@ -117,8 +136,13 @@ def _out(webhook: Webhook) -> WebhookOut:
     return WebhookOut.model_validate(webhook.to_dict())
 
 
-def _delivery(delivery: WebhookDelivery) -> DeliveryOut:
-    return DeliveryOut.model_validate(delivery.to_dict())
+def _delivery(
+    delivery: WebhookDelivery, history: list[DeliveryAttempt] | None = None
+) -> DeliveryOut:
+    data = delivery.to_dict()
+    if history is not None:
+        data["history"] = [attempt.to_dict() for attempt in history]
+    return DeliveryOut.model_validate(data)
 
 
 @router.get("/webhooks", response_model=list[WebhookOut], tags=["webhooks"], responses=_ERRORS)
@@ -215,9 +239,9 @@ async def list_deliveries(
         before=decode_cursor(cursor) if cursor else None,
         limit=limit,
     )
-    last = found[-1] if len(found) == limit else None
+    last = found[-1][0] if len(found) == limit else None
     return DeliveryPage(
-        items=[_delivery(d) for d in found],
+        items=[_delivery(d, history) for d, history in found],
         next_cursor=encode_cursor(last.created_at, last.delivery_id) if last else None,
     )
 

@@ -315,9 +315,10 @@ class LocalClient(Client):
     async def webhook_deliveries(
         self, webhook_id: str, *, status: records.DeliveryStatus | None, limit: int
     ) -> list[records.WebhookDelivery]:
-        return await self.service.webhooks.deliveries(
+        found = await self.service.webhooks.deliveries(
             self.principal, webhook_id, status=status, limit=limit
         )
+        return [delivery for delivery, _ in found]
 
     async def test_webhook(self, webhook_id: str) -> records.WebhookDelivery:
         return await self.service.webhooks.test(self.principal, webhook_id)

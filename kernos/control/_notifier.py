@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 import uuid
@@ -294,13 +293,12 @@ class Notifier:
                 return  # deleted with its deliveries meanwhile
             if not hook.active:  # paused: keep it for when the webhook is resumed
                 later = self.clock() + self.sender.policy.lease_s
-                await self.store.record_delivery_attempt(
-                    dataclasses.replace(delivery, next_attempt_at=later)
-                )
+                await self.store.postpone_delivery(delivery.delivery_id, later)
                 return
+            started = self.clock()
             attempt = await self.sender.send(client, hook, delivery)
             result = settle(delivery, attempt, self.sender.policy, self.clock())
-            await self.store.record_delivery_attempt(result)
+            await self.store.record_delivery_attempt(result, at=started)
             logger.info(
                 "webhook delivery %s: %s",
                 delivery.delivery_id,

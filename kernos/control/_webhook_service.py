@@ -22,6 +22,7 @@ from kernos.control._principal import Principal
 from kernos.control._webhooks import check_kinds, check_url, new_secret, ping_payload
 from kernos.errors import NotFoundError
 from kernos.records import (
+    DeliveryAttempt,
     DeliveryStatus,
     Role,
     Webhook,
@@ -164,13 +165,15 @@ class WebhookService:
         status: DeliveryStatus | None = None,
         before: tuple[float, str] | None = None,
         limit: int = 50,
-    ) -> list[WebhookDelivery]:
-        """A webhook's deliveries, newest first, with their attempts and outcomes (operator)."""
+    ) -> list[tuple[WebhookDelivery, list[DeliveryAttempt]]]:
+        """A webhook's deliveries, newest first, each with its attempts in order (operator)."""
         principal.require(Role.OPERATOR, "listing webhook deliveries")
         await self._find(principal, webhook_id)
-        return await self.store.list_deliveries(
+        found = await self.store.list_deliveries(
             webhook_id, status=status, before=before, limit=limit
         )
+        history = await self.store.list_delivery_attempts([d.delivery_id for d in found])
+        return [(d, history.get(d.delivery_id, [])) for d in found]
 
     async def test(self, principal: Principal, webhook_id: str) -> WebhookDelivery:
         """Send a ``ping`` to a webhook now, once; return the delivery with its outcome.
@@ -198,12 +201,13 @@ class WebhookService:
                 created_at=now,
             )
             await self.store.enqueue_deliveries([delivery], {})
+            started = time.time()
             async with self.sender.client() as client:
                 attempt = await self.sender.send(client, webhook, delivery)
             single = DeliveryPolicy(retry=RetryPolicy(max_attempts=1))
             result = settle(delivery, attempt, single, time.time())
             note.detail.update(delivery_id=delivery_id, status=result.status.value)
-            return await self.store.record_delivery_attempt(result) or result
+            return await self.store.record_delivery_attempt(result, at=started) or result
 
     async def _find(self, principal: Principal, webhook_id: str) -> Webhook:
         webhook = await self.store.get_webhook(webhook_id)

@@ -14,6 +14,7 @@ from kernos.records import (
     AuditRecord,
     BulkJob,
     Checkpoint,
+    DeliveryAttempt,
     DeliveryStatus,
     Event,
     JournalEntry,
@@ -577,8 +578,21 @@ class Store(abc.ABC):
         """Take up to ``limit`` pending or failed deliveries due at ``now`` for ``lease_s``."""
 
     @abc.abstractmethod
-    async def record_delivery_attempt(self, delivery: WebhookDelivery) -> WebhookDelivery | None:
-        """Store the outcome of an attempt; None if the delivery is gone."""
+    async def record_delivery_attempt(
+        self, delivery: WebhookDelivery, *, at: float
+    ) -> WebhookDelivery | None:
+        """Store the outcome of attempt ``delivery.attempts`` made at ``at`` (the
+        delivery's state and a row of its history); None if the delivery is gone."""
+
+    @abc.abstractmethod
+    async def postpone_delivery(self, delivery_id: str, until: float) -> None:
+        """Make a delivery due again at ``until`` without counting an attempt."""
+
+    @abc.abstractmethod
+    async def list_delivery_attempts(
+        self, delivery_ids: Sequence[str]
+    ) -> dict[str, list[DeliveryAttempt]]:
+        """The attempts of each delivery, in order; deliveries never attempted are absent."""
 
     @abc.abstractmethod
     async def get_delivery(self, delivery_id: str) -> WebhookDelivery | None:

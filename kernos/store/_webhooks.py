@@ -8,7 +8,13 @@ from typing import Any
 
 import orjson
 
-from kernos.records import DeliveryStatus, Webhook, WebhookDelivery, WebhookFormat
+from kernos.records import (
+    DeliveryAttempt,
+    DeliveryStatus,
+    Webhook,
+    WebhookDelivery,
+    WebhookFormat,
+)
 from kernos.store._tx import Transacting, Tx
 
 __all__ = ["WebhookOutbox"]
@@ -72,6 +78,7 @@ class WebhookOutbox(Transacting):
         """Delete a webhook and its deliveries; False if there was none."""
 
         def go(tx: Tx) -> bool:
+            tx.execute("delete_webhook_attempts", {"webhook_id": webhook_id})
             tx.execute("delete_webhook_deliveries", {"webhook_id": webhook_id})
             return bool(tx.execute("delete_webhook", {"webhook_id": webhook_id}).rowcount > 0)
 
@@ -117,8 +124,18 @@ class WebhookOutbox(Transacting):
             lambda tx: [WebhookDelivery.from_row(row) for row in tx.all("claim_deliveries", params)]
         )
 
-    async def record_delivery_attempt(self, delivery: WebhookDelivery) -> WebhookDelivery | None:
-        """Store the outcome of an attempt (attempts, status, response, error, next time)."""
+    async def record_delivery_attempt(
+        self, delivery: WebhookDelivery, *, at: float
+    ) -> WebhookDelivery | None:
+        """Store the outcome of attempt number ``delivery.attempts``, made at ``at``:
+        the delivery's state and one row in its history."""
+        attempt = {
+            "delivery_id": delivery.delivery_id,
+            "attempt": delivery.attempts,
+            "at": at,
+            "response_status": delivery.response_status,
+            "error": delivery.last_error,
+        }
         params = {
             "delivery_id": delivery.delivery_id,
             "attempts": delivery.attempts,
@@ -128,7 +145,33 @@ class WebhookOutbox(Transacting):
             "next_attempt_at": delivery.next_attempt_at,
             "delivered_at": delivery.delivered_at,
         }
-        return await self._call(lambda tx: _delivery(tx, "record_delivery_attempt", params))
+
+        def go(tx: Tx) -> WebhookDelivery | None:
+            tx.execute("insert_delivery_attempt", attempt)
+            return _delivery(tx, "record_delivery_attempt", params)
+
+        return await self._call(go)
+
+    async def postpone_delivery(self, delivery_id: str, until: float) -> None:
+        """Make a delivery due again at ``until`` without counting an attempt."""
+        params = {"delivery_id": delivery_id, "next_attempt_at": until}
+        await self._call(lambda tx: tx.execute("postpone_delivery", params))
+
+    async def list_delivery_attempts(
+        self, delivery_ids: Sequence[str]
+    ) -> dict[str, list[DeliveryAttempt]]:
+        """The attempts of each delivery, in order (deliveries never attempted are absent)."""
+        params = {"ids": orjson.dumps(list(delivery_ids)).decode()}
+
+        def go(tx: Tx) -> dict[str, list[DeliveryAttempt]]:
+            found: dict[str, list[DeliveryAttempt]] = {}
+            for row in tx.all("list_delivery_attempts", params):
+                found.setdefault(row["delivery_id"], []).append(DeliveryAttempt.from_row(row))
+            return found
+
+        if not delivery_ids:
+            return {}
+        return await self._call(go, write=False)
 
     async def get_delivery(self, delivery_id: str) -> WebhookDelivery | None:
         """Return a delivery, or None."""

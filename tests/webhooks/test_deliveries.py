@@ -107,6 +107,14 @@ async def test_retries_with_backoff_after_500s_then_delivers(
         (item,) = await eventually(delivered)
         assert item["attempts"] == 3
         assert item["response_status"] == 200 and item["delivered_at"] is not None
+        history = item["history"]
+        assert [(h["attempt"], h["response_status"]) for h in history] == [
+            (1, 500),
+            (2, 503),
+            (3, 200),
+        ]
+        assert [h["error"] for h in history] == ["HTTP 500", "HTTP 503", None]
+        assert history[0]["at"] < history[1]["at"] < history[2]["at"]
         got = hook_receiver.all()
         assert [r.answered for r in got] == [500, 503, 200]
         assert len({r.headers["Kernos-Webhook-Id"] for r in got}) == 1  # one delivery, retried
@@ -132,6 +140,7 @@ async def test_a_4xx_answer_is_dead_at_once_and_429_waits_for_retry_after(
         (dead,) = await eventually(settled)
         assert (dead["attempts"], dead["response_status"]) == (1, 404)
         assert dead["last_error"] == "HTTP 404" and dead["next_attempt_at"] is None
+        assert [h["response_status"] for h in dead["history"]] == [404]
         assert len(hook_receiver.all()) == 1
 
         hook_receiver.answer(429, headers={"Retry-After": "3600"})

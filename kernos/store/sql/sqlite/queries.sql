@@ -867,6 +867,25 @@ RETURNING *;
 -- name: get_delivery
 SELECT * FROM kernos_webhook_deliveries WHERE delivery_id = :delivery_id;
 
+-- name: insert_delivery_attempt
+INSERT INTO kernos_webhook_attempts (delivery_id, attempt, at, response_status, error)
+VALUES (:delivery_id, :attempt, :at, :response_status, :error)
+ON CONFLICT DO NOTHING;
+
+-- name: postpone_delivery
+UPDATE kernos_webhook_deliveries SET next_attempt_at = :next_attempt_at
+WHERE delivery_id = :delivery_id;
+
+-- name: list_delivery_attempts
+SELECT * FROM kernos_webhook_attempts
+WHERE delivery_id IN (SELECT value FROM json_each(:ids))
+ORDER BY delivery_id, attempt;
+
+-- name: delete_webhook_attempts
+DELETE FROM kernos_webhook_attempts WHERE delivery_id IN (
+    SELECT delivery_id FROM kernos_webhook_deliveries WHERE webhook_id = :webhook_id
+);
+
 -- name: list_deliveries
 SELECT * FROM kernos_webhook_deliveries
 WHERE webhook_id = :webhook_id

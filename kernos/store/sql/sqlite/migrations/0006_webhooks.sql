@@ -35,3 +35,13 @@ CREATE TABLE kernos_webhook_deliveries (
 );
 CREATE INDEX kernos_webhook_deliveries_due ON kernos_webhook_deliveries (status, next_attempt_at);
 CREATE INDEX kernos_webhook_deliveries_hook ON kernos_webhook_deliveries (webhook_id, created_at);
+
+-- One row per attempt: when, and what the receiver answered or what went wrong.
+CREATE TABLE kernos_webhook_attempts (
+    delivery_id     TEXT NOT NULL,
+    attempt         INTEGER NOT NULL,
+    at              REAL NOT NULL,
+    response_status INTEGER,
+    error           TEXT,
+    PRIMARY KEY (delivery_id, attempt)
+);
