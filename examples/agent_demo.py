@@ -118,15 +118,23 @@ class Model:
         return f"{self.model} (a real provider: this costs real tokens)"
 
 
+def real_model() -> str | None:
+    """``KERNOS_DEMO_MODEL`` when it is set and its provider's key too, else None."""
+    wanted = os.environ.get("KERNOS_DEMO_MODEL", "").strip()
+    if not wanted:
+        return None
+    key = KEY_ENV.get(llm.parse_model(wanted)[0])
+    return wanted if key is None or os.environ.get(key) else None
+
+
 def choose_model() -> Model:
     """A real provider when configured, else the fake server with a script."""
-    wanted = os.environ.get("KERNOS_DEMO_MODEL", "").strip()
-    if wanted:
-        provider_name = llm.parse_model(wanted)[0]
-        key = KEY_ENV.get(provider_name)
-        if key is None or os.environ.get(key):
-            return Model(wanted, Counting(llm.connect(wanted)), None)
-        console.print(f"   [yellow]KERNOS_DEMO_MODEL={wanted} but {key} is not set[/yellow]")
+    wanted = real_model()
+    if wanted is not None:
+        return Model(wanted, Counting(llm.connect(wanted)), None)
+    if configured := os.environ.get("KERNOS_DEMO_MODEL", "").strip():
+        key = KEY_ENV.get(llm.parse_model(configured)[0])
+        console.print(f"   [yellow]KERNOS_DEMO_MODEL={configured} but {key} is not set[/yellow]")
     fake = FakeOpenAI().start()
     script(fake)
     connected = llm.connect(FAKE_MODEL, base_url=fake.url, api_key="demo-key", retries=0)
@@ -246,9 +254,7 @@ async def run_demo(app: kernos.Kernos, researcher: agents.Agent, chosen: Model) 
         "(only the turns after the edited answer)"
     )
     fork_journal = await app.journal(fork.run_id)
-    console.print(
-        journal_table(f"   journal of {fork.run_id}", fork_journal, fork_at=first_answer)
-    )
+    console.print(journal_table(f"   journal of {fork.run_id}", fork_journal, fork_at=first_answer))
 
     console.print("\n   [bold]Replay the original run against its journal[/bold]")
     before = chosen.provider.requests

@@ -16,7 +16,13 @@ Run with ``make demo``. Everything happens in ``demo-data/kernos.db`` (SQLite):
    ``agent_demo.py``: a real provider when ``KERNOS_DEMO_MODEL`` and its key are
    set, otherwise the bundled fake OpenAI server);
 6. ``kernos up`` serves the same store over the REST API, and the demo drives
-   it over HTTP (see ``server_demo.py``), leaving the server up at the end.
+   it over HTTP (see ``server_demo.py``);
+7. to 10. people in the loop, over HTTP (see ``approval_demo.py``): a webhook to
+   a receiver on loopback that verifies signatures, an expense approved by an
+   operator (not by whoever started it) and one rejected, a tool call the
+   tenant's policy sends for approval, approved with edited arguments, and the
+   deliveries the receiver got. The server is left up, with the dashboard's URL
+   and sign-in printed (``KERNOS_DEMO_SCRIPTED_ONLY=1`` stops it instead).
 """
 
 from __future__ import annotations

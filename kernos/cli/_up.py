@@ -47,6 +47,14 @@ def up(
         float,
         typer.Option("--grace", min=0.0, help="Seconds to finish requests and runs on stop."),
     ] = 10.0,
+    allow_private_webhooks: Annotated[
+        bool,
+        typer.Option(
+            "--allow-private-webhooks",
+            help="Let webhooks target private, loopback and link-local addresses "
+            "(refused by default; for a receiver on this machine or network).",
+        ),
+    ] = False,
     log_level: Annotated[
         LogLevel,
         typer.Option("--log-level", case_sensitive=False, help="Log to stderr from this level."),
@@ -64,6 +72,7 @@ def up(
     processes on other machines can join the same (PostgreSQL) store.
 
     Example: kernos up --app myapp.flows --port 8420
+    (a webhook receiver on this machine: kernos up --allow-private-webhooks)
     """
     settings = resolve(ctx, store=store, apps=apps)
     configure_logging(log_level)
@@ -77,6 +86,7 @@ def up(
             concurrency=concurrency,
             archive_dir=archive_dir,
             grace=grace,
+            allow_private_webhooks=allow_private_webhooks,
         )
     )
 
@@ -90,6 +100,7 @@ async def serve(
     concurrency: int,
     archive_dir: Path,
     grace: float,
+    allow_private_webhooks: bool = False,
 ) -> None:
     """Open the app, print the URL (and first-start secrets), serve until a signal."""
     from kernos.api import ServerSettings
@@ -106,7 +117,11 @@ async def serve(
             service,
             host=host,
             port=port,
-            settings=ServerSettings(archive_dir=archive_dir, embedded_worker=worker),
+            settings=ServerSettings(
+                archive_dir=archive_dir,
+                embedded_worker=worker,
+                allow_private_webhooks=allow_private_webhooks,
+            ),
             grace=grace,
             dashboard=mount,
         )
