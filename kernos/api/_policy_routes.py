@@ -30,7 +30,7 @@ __all__ = [
 
 router = APIRouter()
 
-_ERRORS = problem_responses(401, 403, 404, 422, 429, 503)
+_ERRORS = problem_responses(401, 403, 404, 413, 422, 429, 503)
 _DOCUMENT = Field(
     min_length=1, max_length=MAX_DOCUMENT, description="The policy document, as YAML text"
 )
