@@ -9,6 +9,7 @@ between cannot redirect it. Redirects are never followed.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import email.utils
 import ipaddress
@@ -135,16 +136,23 @@ class Sender:
         headers = signed_headers(webhook.secret, delivery.delivery_id, body, self.clock())
         try:
             url = httpx.URL(webhook.url)
-            address, refused = await self._target(url)
-            if refused is not None:
-                return Attempt(error=refused, permanent=True)
-            response = await client.send(_pinned(client, url, address, body, headers))
-        except OSError as exc:
-            return Attempt(error=f"cannot resolve the webhook's host: {exc.strerror or exc}")
-        except httpx.TimeoutException as exc:
+            async with asyncio.timeout(self.policy.timeout):
+                address, refused = await self._target(url)
+                if refused is not None:
+                    return Attempt(error=refused, permanent=True)
+                request = _pinned(client, url, address, body, headers)
+                # Streamed and closed unread: only the status and headers matter,
+                # and a receiver's body could be of any size.
+                response = await client.send(request, stream=True)
+                await response.aclose()
+        except (httpx.InvalidURL, ValueError) as exc:
+            return Attempt(error=f"invalid webhook URL ({type(exc).__name__})", permanent=True)
+        except (TimeoutError, httpx.TimeoutException) as exc:  # before OSError: a subclass
             return Attempt(
                 error=f"no answer within {self.policy.timeout:g} s ({type(exc).__name__})"
             )
+        except OSError as exc:  # from the resolver
+            return Attempt(error=f"cannot resolve the webhook's host: {exc.strerror or exc}")
         except httpx.HTTPError as exc:
             return Attempt(error=_scrub(f"{type(exc).__name__}: {exc}", webhook.url))
         return self._judge(response)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from pathlib import Path
@@ -217,3 +218,21 @@ def test_the_readme_receiver_snippet_verifies_what_kernos_signs() -> None:
     assert not verify("whsec_other", headers, BODY)
     stale = signed_headers(SECRET, "whd_1", BODY, time.time() - 301)
     assert not verify(SECRET, stale, BODY)
+
+
+async def test_a_receiver_that_never_answers_is_a_timeout_to_retry() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        await asyncio.sleep(30)  # holds the connection, never answers
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    sender = Sender(DeliveryPolicy(timeout=0.3, allow_private=True))
+    hook = dataclasses.replace(_webhook(), url=f"http://127.0.0.1:{port}/slow")
+    try:
+        async with sender.client() as client:
+            attempt = await sender.send(client, hook, _delivery())
+    finally:
+        server.close()
+    assert attempt.status is None and not attempt.permanent
+    assert (attempt.error or "").startswith("no answer within 0.3 s")
