@@ -40,6 +40,12 @@ ANSWER = (
 ) * 3
 
 
+WIDEST = """Array.from(document.querySelectorAll("body *"))
+  .filter((e) => e.getBoundingClientRect().right > 360 && !e.closest(".grid"))
+  .map((e) => e.outerHTML.slice(0, 60)).slice(-3).join(", ")"""
+"""The innermost elements sticking out past 360 px (tables scroll inside themselves)."""
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def site(
     sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory
@@ -331,10 +337,14 @@ async def test_screenshots_in_both_themes_and_at_360_px(site: Site, browser: Bro
             ("runs", "/runs"),
             ("run", f"/runs/{done.run_id}?entry=0"),
             ("insights", "/insights"),
+            ("approvals", "/approvals"),
+            ("queues", "/queues"),
         ]:
             await page.goto(site.url + path)
             # Nothing wider than the screen: wide tables scroll inside themselves.
             width = await page.evaluate("document.documentElement.scrollWidth")
-            assert width <= 360, f"{path} is {width} px wide at 360 px"
+            assert width <= 360, f"{path} is {width} px wide at 360 px: " + await page.evaluate(
+                WIDEST
+            )
             await page.screenshot(path=ARTIFACTS / f"{name}-{theme}-360.png", full_page=True)
         await context.close()
