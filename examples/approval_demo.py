@@ -134,6 +134,16 @@ class Delivery:
     event_id: int
     data: dict[str, Any]
 
+    def summary(self) -> str:
+        """The event kind, the request, and what was asked or decided."""
+        data = self.data
+        what = (
+            data.get("title")
+            if self.kind == "approval.requested"
+            else f"{data.get('decision')} by {data.get('by')}"
+        )
+        return f"{self.kind:<19} {str(data.get('approval_id', ''))[:22]:<22} {what}"
+
 
 @dataclass
 class Receiver:
@@ -143,6 +153,7 @@ class Receiver:
     deliveries: list[Delivery] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
+    live: bool = False  # print each delivery as it arrives (once the script is done)
 
     @property
     def url(self) -> str:
@@ -170,9 +181,10 @@ class Receiver:
             self.refused.append(str(error))
             return 401
         envelope = json.loads(body)
-        self.deliveries.append(
-            Delivery(envelope["type"], envelope.get("event_id") or 0, envelope["data"])
-        )
+        delivery = Delivery(envelope["type"], envelope.get("event_id") or 0, envelope["data"])
+        self.deliveries.append(delivery)
+        if self.live:
+            console.print(f"   \\[webhook] {delivery.summary()}  [green]signature verified[/green]")
         return 204
 
 
@@ -416,16 +428,7 @@ def show_deliveries(
     console.print("\n[bold]10. What the webhook receiver got[/bold]")
     wait_for(f"{expected} webhook deliveries", lambda: len(receiver.deliveries) >= expected)
     for delivery in sorted(receiver.deliveries, key=lambda d: d.event_id):
-        data = delivery.data
-        what = (
-            data.get("title")
-            if delivery.kind == "approval.requested"
-            else f"{data.get('decision')} by {data.get('by')}"
-        )
-        console.print(
-            f"   {delivery.kind:<19} {data.get('approval_id', '')[:22]:<22} {what}  "
-            "[green]signature verified[/green]"
-        )
+        console.print(f"   {delivery.summary()}  [green]signature verified[/green]")
     page = admin.get(f"/webhooks/{webhook_id}/deliveries").raise_for_status().json()
     statuses = sorted({d["status"] for d in page["items"]})
     console.print(

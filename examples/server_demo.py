@@ -124,7 +124,11 @@ def main(store: str, port: int = 8420) -> None:
         print_sign_in(server, key)
         if os.environ.get("KERNOS_DEMO_SCRIPTED_ONLY") == "1":
             return
-        console.print("   Ctrl-C stops the server.")
+        receiver.live = True
+        console.print(
+            "   Ctrl-C stops the server. Webhook deliveries from here on (decide the pending "
+            "request in the dashboard) are printed as \\[webhook] lines."
+        )
         server.process.wait()
     except KeyboardInterrupt:
         pass
