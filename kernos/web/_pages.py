@@ -23,7 +23,7 @@ from kernos.web._charts import lines, sparkline, stacked_bars
 from kernos.web._entry import Stream, cause_chain, fork_ids, model_streams
 from kernos.web._render import page, when
 from kernos.web._session import viewer
-from kernos.web._timeline import build_timeline
+from kernos.web._timeline import build_timeline, lane_rects
 
 __all__ = ["base_context", "router"]
 
@@ -210,6 +210,7 @@ async def run_page(request: Request, run_id: str) -> Response:
         "run_causes": cause_chain(run.error),
         "streams": streams,
         "forks": forks,
+        "lane_rects": lane_rects,
         "now": time.time(),
     }
     return page("_run_live.html" if context["fragment"] else "run.html", context)

@@ -7,9 +7,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from kernos.records import EntryStatus, JournalEntry, Run
+from markupsafe import Markup, escape
 
-__all__ = ["Bar", "Timeline", "build_timeline"]
+from kernos.records import EntryStatus, JournalEntry, Run
+from kernos.web._render import duration
+
+__all__ = ["Bar", "Timeline", "build_timeline", "lane_rects"]
 
 WIDTH = 1000  # the SVG viewBox width every bar is drawn in
 
@@ -98,3 +101,23 @@ def build_timeline(run: Run, entries: list[JournalEntry], *, now: float | None =
             )
         )
     return Timeline(bars, start, span, max(len(lane_ends), 1), tokens_total, cost_total)
+
+
+def lane_rects(timeline: Timeline, run_id: str) -> Markup:
+    """The lanes overview's rects, each linking to its entry, as SVG markup.
+
+    Built here rather than in the template: for 2,000 entries the template's loop
+    took half the run page's time. Every text is escaped.
+    """
+    href = f"/runs/{escape(run_id)}?entry="
+    parts = []
+    for bar in timeline.bars:
+        entry = bar.entry
+        took = duration(bar.duration) if bar.duration is not None else entry.status.value
+        label = escape(f"#{entry.seq} {entry.kind.value} {entry.name} {took}")
+        parts.append(
+            f'<a href="{href}{entry.seq}#entry"><rect class="{escape(bar.css)}" x="{bar.x}" '
+            f'y="{bar.lane * 12 + 1}" width="{bar.width}" height="10" data-lane="{bar.lane}">'
+            f"<title>{label}</title></rect></a>"
+        )
+    return Markup("".join(parts))
