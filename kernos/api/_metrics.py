@@ -50,6 +50,21 @@ class Metrics:
         self.workers = Gauge(
             "kernos_workers", "Registered workers, by state", ["state"], registry=r
         )
+        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one answered HTTP request and record how long it took."""
+        # labels() takes a lock and checks its arguments on every call: keep the
+        # children, one per label set (these label sets are few and fixed).
+        key = (method, route, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = self._request_children[key] = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> bytes:
         """The exposition text."""

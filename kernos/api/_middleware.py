@@ -160,9 +160,8 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, observed_send)
         finally:
-            template = _template(scope)
-            self.metrics.requests.labels(scope["method"], template, str(status)).inc()
-            self.metrics.latency.labels(template).observe(time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            self.metrics.observe_request(scope["method"], _template(scope), status, seconds)
 
 
 def _template(scope: Scope) -> str:

@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 
 from kernos.api._auth import Caller
 from kernos.api._problems import problem_responses
+from kernos.api._run_json import run_body, run_page_response, run_response
 from kernos.api._schemas import (
     MAX_ID,
     TEXT,
@@ -45,10 +46,6 @@ router = APIRouter()
 _ERRORS = problem_responses(401, 403, 404, 422, 429, 503)
 
 RunId = Annotated[str, Path(min_length=1, max_length=200, pattern=TEXT, description="A run's id")]
-
-
-def _run(run: Run) -> RunOut:
-    return RunOut.model_validate(run.to_dict())
 
 
 def _service(request: Request) -> Any:
@@ -91,7 +88,6 @@ async def get_workflow(
 )
 async def start_run(
     request: Request,
-    response: Response,
     caller: Caller,
     body: StartRunIn,
     idempotency_key: Annotated[
@@ -102,7 +98,7 @@ async def start_run(
             description="Repeat a request safely: the same key returns the same run",
         ),
     ] = None,
-) -> RunOut:
+) -> Response:
     """Start a run: it is put on its queue and a worker picks it up."""
     run, created = await _service(request).runs.start(
         caller,
@@ -113,9 +109,11 @@ async def start_run(
         idempotency_key=idempotency_key,
         delay=body.delay,
     )
-    response.status_code = 201 if created else 200
-    response.headers["Location"] = f"/api/v1/runs/{run.run_id}"
-    return _run(run)
+    return run_response(
+        run,
+        status_code=201 if created else 200,
+        headers={"Location": f"/api/v1/runs/{run.run_id}"},
+    )
 
 
 def run_filter(
@@ -155,12 +153,12 @@ async def list_runs(
     ] = None,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-) -> RunPage:
+) -> Response:
     """The tenant's runs, newest first, a page at a time."""
     query = run_filter(status, workflow, queue, created_after, created_before, q)
     query = RunFilter(**{**_fields(query), "limit": limit, "before": _cursor(cursor)})
     runs, next_cursor = await _service(request).runs.page(caller, query)
-    return RunPage(items=[_run(r) for r in runs], next_cursor=next_cursor)
+    return run_page_response(runs, next_cursor)
 
 
 def _cursor(cursor: str | None) -> tuple[float, str] | None:
@@ -257,7 +255,7 @@ async def _csv(runs: AsyncIterator[Run]) -> AsyncIterator[bytes]:
 async def _jsonl(runs: AsyncIterator[Run]) -> AsyncIterator[bytes]:
     chunk: list[bytes] = []
     async for run in runs:
-        chunk.append(orjson.dumps(_run(run).model_dump(mode="json")) + b"\n")
+        chunk.append(orjson.dumps(run_body(run)) + b"\n")
         if len(chunk) == 200:
             yield b"".join(chunk)
             chunk = []
@@ -265,9 +263,9 @@ async def _jsonl(runs: AsyncIterator[Run]) -> AsyncIterator[bytes]:
 
 
 @router.get("/runs/{run_id}", response_model=RunOut, tags=["runs"], responses=_ERRORS)
-async def get_run(request: Request, caller: Caller, run_id: RunId) -> RunOut:
+async def get_run(request: Request, caller: Caller, run_id: RunId) -> Response:
     """One run."""
-    return _run(await _service(request).runs.get(caller, run_id))
+    return run_response(await _service(request).runs.get(caller, run_id))
 
 
 @router.get(
@@ -321,15 +319,15 @@ async def cancel_run(
 
 
 @router.post("/runs/{run_id}/pause", response_model=RunOut, tags=["runs"], responses=_ERRORS)
-async def pause_run(request: Request, caller: Caller, run_id: RunId) -> RunOut:
+async def pause_run(request: Request, caller: Caller, run_id: RunId) -> Response:
     """Pause a run: at once when idle, at its next step boundary when executing."""
-    return _run(await _service(request).runs.pause(caller, run_id))
+    return run_response(await _service(request).runs.pause(caller, run_id))
 
 
 @router.post("/runs/{run_id}/resume", response_model=RunOut, tags=["runs"], responses=_ERRORS)
-async def resume_run(request: Request, caller: Caller, run_id: RunId) -> RunOut:
+async def resume_run(request: Request, caller: Caller, run_id: RunId) -> Response:
     """Resume a paused run."""
-    return _run(await _service(request).runs.resume(caller, run_id))
+    return run_response(await _service(request).runs.resume(caller, run_id))
 
 
 @router.post(
@@ -351,13 +349,12 @@ async def send_message(request: Request, caller: Caller, run_id: RunId, body: Se
     tags=["runs"],
     responses={**_ERRORS, **problem_responses(409, s409="Checkpoint state is corrupt")},
 )
-async def fork_run(request: Request, caller: Caller, run_id: RunId, body: ForkIn) -> RunOut:
+async def fork_run(request: Request, caller: Caller, run_id: RunId, body: ForkIn) -> Response:
     """Fork a run at a journal entry or checkpoint, optionally with an edited result there."""
-    return _run(
-        await _service(request).runs.fork(
-            caller, run_id, body.at, patch=body.patch, patched=body.patched
-        )
+    run = await _service(request).runs.fork(
+        caller, run_id, body.at, patch=body.patch, patched=body.patched
     )
+    return run_response(run, status_code=201)
 
 
 @router.post("/runs/{run_id}/replay", response_model=ReplayOut, tags=["runs"], responses=_ERRORS)

@@ -7,6 +7,7 @@ import time
 import uuid
 
 from kernos.control._audit import Auditor
+from kernos.control._auth import forget_api_key
 from kernos.control._principal import Principal
 from kernos.control._secrets import hash_password, hash_secret, new_api_key, parse_api_key
 from kernos.errors import ConflictError, NotFoundError, PermissionDeniedError, UsageError
@@ -236,6 +237,7 @@ class AdminService:
             if key.revoked_at is not None:
                 return key
             revoked = await self.store.update_api_key(key_id, revoked_at=time.time())
+            forget_api_key(key_id)
             assert revoked is not None
             return revoked
 
@@ -253,6 +255,7 @@ class AdminService:
             new, secret = await self.create_key(principal, old.name, old.role, rotated_from=key_id)
             note.detail.update(replacement=new.key_id, overlap_s=overlap)
             await self.store.update_api_key(key_id, expires_at=time.time() + overlap)
+            forget_api_key(key_id)
         return new, secret
 
     # -- tenants -----------------------------------------------------------------

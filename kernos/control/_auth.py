@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -18,12 +19,31 @@ from kernos.control._secrets import (
     verify_password,
 )
 from kernos.errors import AuthenticationError
-from kernos.records import DEFAULT_TENANT, Role, Session, User
+from kernos.records import DEFAULT_TENANT, ApiKey, Role, Session, User
 from kernos.store import Store
 
-__all__ = ["Authenticator", "Credentials"]
+__all__ = ["KEY_CACHE_TTL_S", "Authenticator", "Credentials", "forget_api_key"]
 
 _TOUCH_EVERY_S = 60.0  # how stale a key's last_used_at may get before it is rewritten
+KEY_CACHE_TTL_S = 1.0
+"""How long an API key's record is trusted without reading the store again.
+
+Revoking or rotating a key through any service of this process takes effect
+at once (``forget_api_key``); done by another process sharing the store, it
+takes effect here within this many seconds."""
+_KEY_CACHE_MAX = 10_000  # keys remembered at once; past this the cache starts over
+
+_authenticators: weakref.WeakSet[Authenticator] = weakref.WeakSet()
+
+
+def forget_api_key(key_id: str) -> None:
+    """Make every authenticator of this process read ``key_id`` from the store next time.
+
+    Called after a key is revoked or rotated, so the change applies to the
+    very next request instead of after ``KEY_CACHE_TTL_S``.
+    """
+    for authenticator in list(_authenticators):
+        authenticator.forget_key(key_id)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -68,6 +88,16 @@ class Authenticator:
         self._login_by_ip = RateLimiter(*login_limit)
         self._login_by_user = RateLimiter(*login_limit)
         self._decoy_hash: str | None = None
+        # key id -> (record, monotonic time it was read): one store round trip per
+        # key per KEY_CACHE_TTL_S instead of one per request.
+        self._keys: dict[str, tuple[ApiKey, float]] = {}
+        self._forgotten = 0  # bumped by forget_key: a read begun before it is not cached
+        _authenticators.add(self)
+
+    def forget_key(self, key_id: str) -> None:
+        """Drop ``key_id`` from the key cache: the next request reads it from the store."""
+        self._keys.pop(key_id, None)
+        self._forgotten += 1
 
     async def authenticate(self, credentials: Credentials) -> Principal:
         """Return who presented ``credentials``.
@@ -93,7 +123,7 @@ class Authenticator:
 
     async def _by_key(self, text: str, ip: str | None) -> Principal:
         key_id, secret = parse_api_key(text.strip())
-        key = await self.store.get_api_key(key_id)
+        key = await self._api_key(key_id)
         if key is None or not constant_time_equal(key.secret_hash, hash_secret(secret)):
             raise AuthenticationError("invalid API key: no key matches it; check for typos")
         now = self.clock()
@@ -107,10 +137,30 @@ class Authenticator:
                 key_id=key_id,
             )
         if key.last_used_at is None or now - key.last_used_at > _TOUCH_EVERY_S:
+            cached = self._keys.get(key_id)
+            if cached is not None and cached[0] is key:  # so concurrent requests skip the write
+                self._keys[key_id] = (replace(key, last_used_at=now), cached[1])
             await self.store.update_api_key(key_id, last_used_at=now)
         return Principal(
             tenant_id=key.tenant_id, role=key.role, actor=f"key:{key_id}", key_id=key_id, ip=ip
         )
+
+    async def _api_key(self, key_id: str) -> ApiKey | None:
+        # Unknown ids are not remembered: a key made by another process works
+        # at once, and guessed ids cannot fill the cache.
+        cached = self._keys.get(key_id)
+        read_at = time.monotonic()
+        if cached is not None and read_at - cached[1] < KEY_CACHE_TTL_S:
+            return cached[0]
+        forgotten = self._forgotten
+        key = await self.store.get_api_key(key_id)
+        if key is None or forgotten != self._forgotten:
+            self._keys.pop(key_id, None)
+            return key
+        if len(self._keys) >= _KEY_CACHE_MAX:
+            self._keys.clear()
+        self._keys[key_id] = (key, read_at)
+        return key
 
     async def _by_session(self, token: str, ip: str | None) -> Principal:
         session = await self.store.get_session(hash_secret(token))
