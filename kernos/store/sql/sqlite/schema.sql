@@ -48,6 +48,8 @@ CREATE INDEX kernos_runs_owner ON kernos_runs (owner) WHERE owner IS NOT NULL;
 CREATE INDEX kernos_runs_parent ON kernos_runs (parent_id) WHERE parent_id IS NOT NULL;
 CREATE INDEX kernos_runs_created ON kernos_runs (created_at);
 CREATE INDEX kernos_runs_tenant ON kernos_runs (tenant_id, created_at, run_id);
+CREATE INDEX kernos_runs_active ON kernos_runs (queue, status, tenant_id)
+    WHERE status IN ('pending', 'running', 'waiting', 'paused');
 
 CREATE TABLE kernos_journal (
     run_id      TEXT NOT NULL REFERENCES kernos_runs (run_id),
