@@ -24,8 +24,14 @@ per operation: ``operation``, ``store``, ``clients``, ``runs_in_store``,
 ``server_cpu_s`` and ``client_cpu_s`` (process CPU during the measurement),
 ``fill_s`` and ``load_avg_1m``. The goal: p95 under 25 ms for reads.
 
+``--server-processes N`` starts N server processes over the same store (each
+on its own port, as behind a load balancer; the clients are spread over them
+evenly, and ``server_cpu_s`` adds up their CPU). ``--loop uvloop`` runs the
+servers' event loops on uvloop instead of asyncio's own.
+
     python benchmarks/api.py --store sqlite
     python benchmarks/api.py --store postgres --clients 50 --seconds 10
+    python benchmarks/api.py --store sqlite --server-processes 2 --loop uvloop
 """
 
 from __future__ import annotations
@@ -93,8 +99,11 @@ async def fill(url: str, runs: int) -> list[str]:
 # -- the server ------------------------------------------------------------------------------
 
 
-async def start_server(url: str) -> tuple[Any, str, str]:
-    """An API server on a free port without an embedded worker: (server, base URL, key)."""
+async def start_server(url: str) -> tuple[Any, str, str | None]:
+    """An API server on a free port without an embedded worker: (server, base URL, key).
+
+    The key is the first admin's, made by the first server over a store (None after).
+    """
     from kernos.api import ServerSettings
     from kernos.api._server import ApiServer
     from kernos.control import Service, ensure_first_admin
@@ -102,10 +111,9 @@ async def start_server(url: str) -> tuple[Any, str, str]:
     app = kernos.Kernos(url, worker=False)
     await app.open()
     bootstrap = await ensure_first_admin(app.store)
-    assert bootstrap is not None
     settings = ServerSettings(key_rate=(1_000_000_000, 60.0), embedded_worker=False)
     server = ApiServer(Service(app), host="127.0.0.1", port=0, settings=settings)
-    return server, await server.start(), bootstrap.api_key
+    return server, await server.start(), bootstrap.api_key if bootstrap is not None else None
 
 
 async def serve(url: str) -> None:
@@ -173,9 +181,18 @@ class RawClient:
 
 
 async def load(
-    base: str, key: str, operation: str, ids: list[str], clients: int, warmup: float, seconds: float
+    bases: list[str],
+    key: str,
+    operation: str,
+    ids: list[str],
+    clients: int,
+    warmup: float,
+    seconds: float,
 ) -> dict[str, Any]:
-    """``clients`` clients sending ``operation`` requests back to back; latencies after warmup."""
+    """``clients`` clients sending ``operation`` requests back to back; latencies after warmup.
+
+    Client ``i`` talks to ``bases[i % len(bases)]``.
+    """
     latencies: list[float] = []
     errors = 0
     serial = [0]
@@ -183,7 +200,7 @@ async def load(
     begin = loop.time() + warmup
     end = begin + seconds
 
-    async def client() -> None:
+    async def client(base: str) -> None:
         nonlocal errors
         http = RawClient(base, key)
         try:
@@ -202,7 +219,7 @@ async def load(
         finally:
             await http.close()
 
-    await asyncio.gather(*(client() for _ in range(clients)))
+    await asyncio.gather(*(client(bases[i % len(bases)]) for i in range(clients)))
     return {
         "requests": len(latencies),
         "errors": errors,
@@ -223,11 +240,12 @@ async def measure(url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     results = []
     if args.server == "inline":
         server, base, key = await start_server(url)
+        assert key is not None
         try:
             for operation in args.operations:
                 cpu = time.process_time()
                 result = await load(
-                    base, key, operation, ids, args.clients, args.warmup, args.seconds
+                    [base], key, operation, ids, args.clients, args.warmup, args.seconds
                 )
                 result["client_cpu_s"] = round(time.process_time() - cpu, 2)  # server too
                 results.append({"operation": operation, **result, "fill_s": round(fill_s, 1)})
@@ -235,38 +253,57 @@ async def measure(url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
             await server.stop()
             await server.service.app.close()
         return results
-    child = await asyncio.create_subprocess_exec(
+    children: list[asyncio.subprocess.Process] = []
+    try:
+        infos = []
+        for _ in range(args.server_processes):  # one by one: the first makes the admin key
+            children.append(await _spawn_server(url, args.loop))
+            stdout = children[-1].stdout
+            assert stdout is not None
+            infos.append(json.loads(await stdout.readline()))
+        key = infos[0]["key"]
+        bases = [info["url"] for info in infos]
+        for operation in args.operations:
+            await _tell(children, b"go\n")
+            cpu = time.process_time()
+            result = await load(bases, key, operation, ids, args.clients, args.warmup, args.seconds)
+            result["client_cpu_s"] = round(time.process_time() - cpu, 2)
+            await _tell(children, b"done\n")
+            server_cpu = 0.0
+            for child in children:
+                assert child.stdout is not None
+                server_cpu += json.loads(await child.stdout.readline())["server_cpu_s"]
+            result["server_cpu_s"] = round(server_cpu, 2)
+            results.append({"operation": operation, **result, "fill_s": round(fill_s, 1)})
+        await _tell(children, b"\n")
+        for child in children:
+            await asyncio.wait_for(child.wait(), 30)
+    finally:
+        for child in children:
+            if child.returncode is None:
+                child.kill()
+                await child.wait()
+    return results
+
+
+async def _spawn_server(url: str, loop: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
         sys.executable,
         __file__,
         "--serve",
         url,
+        "--loop",
+        loop,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
     )
-    assert child.stdin is not None and child.stdout is not None
-    try:
-        info = json.loads(await child.stdout.readline())
-        for operation in args.operations:
-            child.stdin.write(b"go\n")
-            await child.stdin.drain()
-            cpu = time.process_time()
-            result = await load(
-                info["url"], info["key"], operation, ids, args.clients, args.warmup, args.seconds
-            )
-            result["client_cpu_s"] = round(time.process_time() - cpu, 2)
-            child.stdin.write(b"done\n")
-            await child.stdin.drain()
-            report = json.loads(await child.stdout.readline())
-            result["server_cpu_s"] = round(report["server_cpu_s"], 2)
-            results.append({"operation": operation, **result, "fill_s": round(fill_s, 1)})
-        child.stdin.write(b"\n")
+
+
+async def _tell(children: list[asyncio.subprocess.Process], line: bytes) -> None:
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write(line)
         await child.stdin.drain()
-        await asyncio.wait_for(child.wait(), 30)
-    finally:
-        if child.returncode is None:
-            child.kill()
-            await child.wait()
-    return results
 
 
 def main() -> None:
@@ -278,12 +315,23 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
     parser.add_argument("--operations", type=lambda text: text.split(","), default=list(OPERATIONS))
     parser.add_argument("--server", choices=["process", "inline"], default="process")
+    parser.add_argument(
+        "--server-processes", type=int, default=1, help="server processes (--server process)"
+    )
+    parser.add_argument(
+        "--loop", choices=["asyncio", "uvloop"], default="asyncio", help="the servers' event loop"
+    )
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL, help="admin URL")
     parser.add_argument("--dir", default=None, help="where SQLite files go (default: $TMPDIR)")
     parser.add_argument("--serve", metavar="STORE_URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        asyncio.run(serve(args.serve))
+        if args.loop == "uvloop":
+            import uvloop
+
+            uvloop.run(serve(args.serve))
+        else:
+            asyncio.run(serve(args.serve))
         return
     unknown = set(args.operations) - set(OPERATIONS)
     if unknown:
@@ -309,6 +357,8 @@ def main() -> None:
                 "runs_in_store": args.runs,
                 "seconds": args.seconds,
                 "server": args.server,
+                "server_processes": args.server_processes if args.server == "process" else 0,
+                "loop": args.loop,
                 **result,
                 "python": platform.python_version(),
                 "kernos": kernos.__version__,
