@@ -41,6 +41,12 @@ async def echo(text: str = "hello") -> str:
     return await web_echo(text)
 
 
+@kernos.workflow(name="web_a_workflow_whose_long_name_must_not_widen_a_narrow_screen")
+async def long_named() -> str:
+    """A workflow whose name is longer than a phone is wide (in every workflow list)."""
+    return "ok"
+
+
 @kernos.workflow(name="web_wait")
 async def wait(topic: str = "default") -> object:
     """Run a step, then wait for a message and return it."""
