@@ -221,9 +221,18 @@ def test_the_readme_receiver_snippet_verifies_what_kernos_signs() -> None:
 
 
 async def test_a_receiver_that_never_answers_is_a_timeout_to_retry() -> None:
+    released = asyncio.Event()
+    handlers: list[asyncio.Task[Any]] = []
+
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.read(65536)
-        await asyncio.sleep(30)  # holds the connection, never answers
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.append(task)
+        try:
+            await reader.read(65536)
+            await released.wait()  # holds the connection, never answers
+        finally:
+            writer.close()  # before the loop ends, or its __del__ warns
 
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -233,6 +242,9 @@ async def test_a_receiver_that_never_answers_is_a_timeout_to_retry() -> None:
         async with sender.client() as client:
             attempt = await sender.send(client, hook, _delivery())
     finally:
+        released.set()
+        await asyncio.gather(*handlers, return_exceptions=True)
         server.close()
+        await server.wait_closed()
     assert attempt.status is None and not attempt.permanent
     assert (attempt.error or "").startswith("no answer within 0.3 s")
