@@ -46,8 +46,12 @@ browser-deps:
 	  { $$sudo apt-get update -q >/dev/null 2>&1 && $$sudo apt-get install -y -q chromium; }; \
 	} || echo "make: could not install chromium (apt-get install chromium); the browser tests will fail" >&2
 
+# Two pytest-xdist workers (the tests wait on processes, sockets and the databases
+# as much as on the CPU); the sandbox escape battery runs alone afterwards, because
+# its limits and "host stays responsive" checks must not share the machine.
 unit: $(VENV)/.installed-dev sandbox-deps browser-deps
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadgroup --ignore=tests/sandbox
+	$(BIN)/pytest -q tests/sandbox
 
 test: lint typecheck unit
 

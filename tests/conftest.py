@@ -28,6 +28,11 @@ import pytest
 from kernos import store as kstore
 
 POSTGRES_URL_ENV = "KERNOS_TEST_POSTGRES_URL"
+
+# The CLI's Rich tables size themselves to the terminal; without one (pytest-xdist
+# workers, CI) they would fold or cut cells that tests look for. One fixed width for
+# every test and every `kernos` process a test starts.
+os.environ["COLUMNS"] = "200"
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
@@ -199,3 +204,22 @@ def fetch_rows() -> Fetch:
         return await asyncio.to_thread(blocking, url, sql)
 
     return fetch
+
+
+_SHELL_MODULES: dict[Path, bool] = {}
+
+
+def _runs_the_shell(path: Path) -> bool:
+    if path not in _SHELL_MODULES:
+        _SHELL_MODULES[path] = "sandbox" in path.parts or "ShellTool(" in path.read_text()
+    return _SHELL_MODULES[path]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``make test`` runs two workers), the modules that run commands
+    as the sandbox user share one worker: in the fallback sandbox the process limit
+    counts every process of that user, so two of them at once would share it.
+    (``make test`` runs tests/sandbox in a pytest of its own, after the rest.)"""
+    for item in items:
+        if _runs_the_shell(item.path):
+            item.add_marker(pytest.mark.xdist_group("sandbox-user"))
