@@ -26,6 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from kernos import store as kstore
+from kernos.testing import FakeOpenAI
 
 POSTGRES_URL_ENV = "KERNOS_TEST_POSTGRES_URL"
 
@@ -204,6 +205,29 @@ def fetch_rows() -> Fetch:
         return await asyncio.to_thread(blocking, url, sql)
 
     return fetch
+
+
+@pytest.fixture(scope="session")
+def openai_server() -> Iterator[FakeOpenAI]:
+    """The fake OpenAI server (real HTTP on loopback), started once per session."""
+    server = FakeOpenAI().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def fake(openai_server: FakeOpenAI) -> Iterator[FakeOpenAI]:
+    """The fake OpenAI server with no scripted replies, default or responder, before
+    and after the test."""
+    openai_server.reset()
+    openai_server.default = None
+    openai_server.responder = None
+    yield openai_server
+    openai_server.reset()
+    openai_server.default = None
+    openai_server.responder = None
 
 
 _SHELL_MODULES: dict[Path, bool] = {}

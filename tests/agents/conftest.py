@@ -1,14 +1,14 @@
-"""Fixtures for the agent tests: a fake OpenAI server, agents pointed at it, apps.
+"""Fixtures for the agent tests: agents pointed at the fake OpenAI server, apps.
 
-The fake runs once per session; each test gets it clean (no replies queued, no
-requests recorded). Agents get names unique to their test (the workflow registry
-is process-wide) and are closed after it.
+The fake (``fake`` in tests/conftest.py) runs once per session; each test gets it
+clean (no replies queued, no requests recorded). Agents get names unique to their
+test (the workflow registry is process-wide) and are closed after it.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -19,28 +19,6 @@ from kernos import agents
 from kernos.testing import FakeOpenAI
 
 _numbers = itertools.count()
-
-
-@pytest.fixture(scope="session")
-def openai_server() -> Iterator[FakeOpenAI]:
-    """The fake OpenAI server, started once."""
-    server = FakeOpenAI().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def fake(openai_server: FakeOpenAI) -> Iterator[FakeOpenAI]:
-    """The fake, clean."""
-    openai_server.reset()
-    openai_server.default = None
-    openai_server.responder = None
-    yield openai_server
-    openai_server.reset()
-    openai_server.default = None
-    openai_server.responder = None
 
 
 @pytest.fixture

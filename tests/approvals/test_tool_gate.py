@@ -8,7 +8,7 @@ over HTTP to a live server whose worker runs the agent.
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -54,22 +54,6 @@ POLICY = tools.ToolPolicy(
 @pytest.fixture(autouse=True)
 def _clear() -> None:
     WRITES.clear()
-
-
-@pytest.fixture(scope="module")
-def openai_server() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def fake(openai_server: FakeOpenAI) -> Iterator[FakeOpenAI]:
-    openai_server.reset()
-    yield openai_server
-    openai_server.reset()
 
 
 @pytest.fixture

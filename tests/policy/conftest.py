@@ -1,9 +1,9 @@
-"""Fixtures of the policy tests: a fake OpenAI server, agents on it, apps, live servers."""
+"""Fixtures of the policy tests: agents on the fake OpenAI server, apps, live servers."""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -14,28 +14,6 @@ from kernos import agents
 from kernos.testing import FakeOpenAI
 
 _numbers = itertools.count()
-
-
-@pytest.fixture(scope="session")
-def openai_server() -> Iterator[FakeOpenAI]:
-    """The fake OpenAI server, started once."""
-    server = FakeOpenAI().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def fake(openai_server: FakeOpenAI) -> Iterator[FakeOpenAI]:
-    """The fake, clean."""
-    openai_server.reset()
-    openai_server.default = None
-    openai_server.responder = None
-    yield openai_server
-    openai_server.reset()
-    openai_server.default = None
-    openai_server.responder = None
 
 
 @pytest.fixture
