@@ -180,9 +180,15 @@ def journal_table(
             what = f"calls {calls}" if calls else repr(str(output.get("text", ""))[:60])
             tokens = f"{usage.get('input_tokens', '')}/{usage.get('output_tokens', '')}"
             cost = f"{detail['cost']:.6f}" if detail.get("cost") is not None else ""
-        else:
+        elif entry.kind is kernos.EntryKind.TOOL:
             what = f"{detail.get('decision', '')}: {str(output.get('content', ''))[:50]}"
             tokens, cost = "", ""
+        elif entry.name == "policy":  # the run's first step: the tenant's stored policy
+            version = output.get("policy_version")
+            what = f"stored policy v{version}" if version else "no stored policy"
+            tokens, cost = "", ""
+        else:
+            what, tokens, cost = _text(entry.output)[:60], "", ""
         latency = detail.get("latency_ms")
         row = [
             str(entry.seq),
