@@ -64,16 +64,7 @@ def tool_args_hash(tool: str, arguments: Mapping[str, Any]) -> str:
 
 def approvers_of(decision: tools.Decision) -> dict[str, Any] | None:
     """Who may approve a gated call, as JSON, from the policy's decision (None: anyone)."""
-    approvers = getattr(decision, "approvers", None)
-    if approvers is None:
-        return None
-    return {
-        "roles": list(getattr(approvers, "roles", ())),
-        "users": list(getattr(approvers, "users", ())),
-        "timeout": getattr(approvers, "timeout", None),
-        "escalate": [step.to_dict() for step in getattr(approvers, "escalate", ())],
-        "default": str(getattr(approvers, "default", "reject")),
-    }
+    return None if decision.approvers is None else decision.approvers.to_dict()
 
 
 def result_of(value: Any) -> tuple[tools.ToolResult, str, float]:
