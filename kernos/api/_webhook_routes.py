@@ -13,6 +13,7 @@ from kernos.api._schemas import TEXT, _In
 from kernos.api._state import server_state
 from kernos.control import Service
 from kernos.control._cursor import decode_cursor, encode_cursor
+from kernos.control._webhooks import DEFAULT_KINDS, MAX_KINDS, MAX_URL
 from kernos.records import (
     DeliveryAttempt,
     DeliveryStatus,
@@ -37,7 +38,7 @@ router = APIRouter()
 _ERRORS = problem_responses(401, 403, 404, 409, 422, 429, 503)
 _URL_RULES: dict[str, Any] = {
     "min_length": 1,
-    "max_length": 2000,
+    "max_length": MAX_URL,
     "pattern": TEXT,
     "description": "http(s) URL to POST to",
 }
@@ -49,8 +50,8 @@ class WebhookIn(_In):
 
     url: str = Field(**_URL_RULES)
     kinds: list[_KIND] = Field(
-        default_factory=lambda: ["approval.*"],
-        max_length=50,
+        default_factory=lambda: list(DEFAULT_KINDS),
+        max_length=MAX_KINDS,
         description="Event kinds to send, as globs (default approval.*)",
     )
     format: WebhookFormat = Field(
@@ -62,7 +63,7 @@ class WebhookPatch(_In):
     """Changes to a webhook; omitted fields stay as they are."""
 
     url: str | None = Field(None, **_URL_RULES)
-    kinds: list[_KIND] | None = Field(None, max_length=50)
+    kinds: list[_KIND] | None = Field(None, max_length=MAX_KINDS)
     format: WebhookFormat | None = None
     active: bool | None = Field(None, description="false pauses notifications")
 

@@ -190,15 +190,10 @@ def _decide(
     store: str | None,
 ) -> None:
     async def use(client: Client) -> records.ApprovalRequest:
-        # Bind the decision to what is shown now: the arguments' hash and the level.
-        seen = await client.approval(approval_id)
+        # The service decides by compare-and-set on the request as it stands; a
+        # request decided, cancelled or expired meanwhile is a conflict.
         return await client.decide(
-            approval_id,
-            decision,
-            comment=comment,
-            edits=edits,
-            args_hash=seen.args_hash,
-            level=seen.level,
+            approval_id, decision, comment=comment, edits=edits, args_hash=None, level=None
         )
 
     decided = call(resolve(ctx, store=store), use)
@@ -236,8 +231,8 @@ def approve(
 ) -> None:
     """Approve a pending request, optionally with an edited value.
 
-    The decision is bound to the request as shown now: if it has escalated or
-    been decided meanwhile, nothing changes and the command fails (conflict).
+    If the request has been decided, cancelled or has expired meanwhile, nothing
+    changes and the command fails (conflict).
 
     Example: kernos approvals approve apr_3f2a9c0e --edits '{"path": "notes.txt"}' -m "safer"
     """

@@ -203,7 +203,7 @@ class ApprovalService:
                     "level": request.level,
                 },
                 decided_by=principal.actor,
-                args_hash=request.args_hash,
+                args_hash=expected_args_hash,
             )
             if decided is None:
                 current = await self.get(principal, approval_id)

@@ -188,8 +188,14 @@ def decide_recorded(
         if entry.kind is EntryKind.LLM and entry.status is EntryStatus.OK:
             walk.answer(entry)
         elif entry.kind is EntryKind.TOOL and entry.status is not EntryStatus.PENDING:
+            if _dict(entry.detail).get("decision") == _APPROVED_RUN:
+                continue  # the approved run of a call already decided in its own entry
             walk.call(entry)
     return walk.rows
+
+
+_APPROVED_RUN = "approved"
+"""The decision of the second ``tool`` entry an approved call runs in (kernos.agents)."""
 
 
 class _Walk:

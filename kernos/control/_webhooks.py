@@ -31,6 +31,8 @@ from kernos.records import Event, WebhookFormat
 __all__ = [
     "DEFAULT_KINDS",
     "ID_HEADER",
+    "MAX_KINDS",
+    "MAX_URL",
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
     "check_kinds",
@@ -49,8 +51,8 @@ TIMESTAMP_HEADER = "Kernos-Timestamp"
 SIGNATURE_HEADER = "Kernos-Signature"
 DEFAULT_KINDS = ("approval.*",)
 SECRET_PREFIX = "whsec_"
-_MAX_URL = 2000
-_MAX_KINDS = 50
+MAX_URL = 2000
+MAX_KINDS = 50
 
 
 def new_secret() -> str:
@@ -134,8 +136,8 @@ def check_url(url: str, *, allow_private: bool) -> str:
     refused unless ``allow_private``; host names are resolved and checked
     again at every delivery.
     """
-    if len(url) > _MAX_URL:
-        raise UsageError(f"a webhook URL may be at most {_MAX_URL} characters", field="url")
+    if len(url) > MAX_URL:
+        raise UsageError(f"a webhook URL may be at most {MAX_URL} characters", field="url")
     try:
         parts = urlsplit(url)
         host = (parts.hostname or "").rstrip(".")
@@ -169,9 +171,9 @@ def _public_host(host: str) -> bool:
 def check_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
     """Event kind globs (``approval.*``), each non-empty; the default when empty."""
     found = tuple(kind.strip() for kind in kinds)
-    if len(found) > _MAX_KINDS or any(not k or len(k) > 200 for k in found):
+    if len(found) > MAX_KINDS or any(not k or len(k) > 200 for k in found):
         raise UsageError(
-            f"give 1 to {_MAX_KINDS} event kinds, each 1-200 characters (globs like approval.*)",
+            f"give 1 to {MAX_KINDS} event kinds, each 1-200 characters (globs like approval.*)",
             field="kinds",
         )
     return found or DEFAULT_KINDS
