@@ -81,6 +81,7 @@ class RunFilter:
     status: str | None = None
     workflow: str | None = None
     parent_id: str | None = None
+    forked_from: str | None = None  # the forks of this run
     limit: int = 50
     before: tuple[float, str] | None = None  # (created_at, run_id) cursor of the last page
     tenant: str | None = None  # None: every tenant (in-process and CLI use only)

@@ -45,6 +45,7 @@ def run_filter_params(query: RunFilter, *, cursor: bool) -> dict[str, Any]:
         "status": query.status,
         "workflow": query.workflow,
         "parent_id": query.parent_id,
+        "forked_from": query.forked_from,
         "queue": query.queue,
         "finished_before": query.finished_before,
         "text": like_pattern(query.text) if query.text is not None else None,

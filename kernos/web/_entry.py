@@ -9,7 +9,7 @@ from typing import Any
 
 from kernos.records import Event
 
-__all__ = ["Stream", "cause_chain", "fork_ids", "model_streams"]
+__all__ = ["Stream", "cause_chain", "model_streams"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,15 +65,3 @@ def cause_chain(error: Any) -> list[dict[str, Any]]:
         error = error.get("cause")
         seen += 1
     return chain
-
-
-def fork_ids(events: Sequence[Event]) -> list[str]:
-    """The runs forked from this one, oldest first (each fork marks its source superseded)."""
-    found = []
-    for event in events:
-        data = event.data
-        if event.kind == "run.superseded" and isinstance(data, dict):
-            fork = data.get("by")
-            if isinstance(fork, str) and fork not in found:
-                found.append(fork)
-    return found

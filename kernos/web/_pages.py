@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,12 +14,12 @@ from kernos.api._state import server_state
 from kernos.control import Principal
 from kernos.control._approvals import ApprovalQuery
 from kernos.control._cursor import decode_cursor
-from kernos.errors import NotFoundError, UsageError
+from kernos.errors import UsageError
 from kernos.records import Role, Run, RunStatus, RunUsage
 from kernos.store import RunFilter
 from kernos.web._approvals import VERDICTS, shown_request
 from kernos.web._charts import lines, sparkline, stacked_bars
-from kernos.web._entry import Stream, cause_chain, fork_ids, model_streams
+from kernos.web._entry import Stream, cause_chain, model_streams
 from kernos.web._render import page, when
 from kernos.web._session import viewer
 from kernos.web._timeline import build_timeline, lane_rects
@@ -192,14 +191,12 @@ async def run_page(request: Request, run_id: str) -> Response:
         selected = next((e for e in entries if e.seq == int(wanted)), None)
     timeline = build_timeline(run, entries)
     chosen_bar = next((b for b in timeline.bars if b.entry is selected), None)
-    events = await service.runs.events(caller, run.run_id, after=0, limit=RUN_EVENTS)
     streams: list[Stream] = []
-    if not run.status.terminal:
+    if not run.status.terminal:  # model output still streaming lives in the events
+        events = await service.runs.events(caller, run.run_id, after=0, limit=RUN_EVENTS)
         streams = model_streams(events, {e.seq for e in entries})
-    forks = []
-    for fork_id in fork_ids(events):
-        with contextlib.suppress(NotFoundError):  # its data was deleted since
-            forks.append(await service.runs.get(caller, fork_id))
+    newest, _ = await service.runs.page(caller, RunFilter(forked_from=run.run_id, limit=50))
+    forks = newest[::-1]  # oldest first, in the order they were made
     context = base_context(request, caller, "runs") | {
         "run": run,
         "timeline": timeline,

@@ -32,6 +32,7 @@ WHERE (created_at, run_id) < (%(before_created)s::double precision, %(before_run
   AND (%(status)s::text IS NULL OR status = %(status)s::text)
   AND (%(workflow)s::text IS NULL OR workflow = %(workflow)s::text)
   AND (%(parent_id)s::text IS NULL OR parent_id = %(parent_id)s::text)
+  AND (%(forked_from)s::text IS NULL OR forked_from = %(forked_from)s::text)
   AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
   AND (%(finished_before)s::double precision IS NULL
        OR (finished_at < %(finished_before)s::double precision
@@ -50,6 +51,7 @@ WHERE tenant_id = %(tenant)s::text
   AND (%(status)s::text IS NULL OR status = %(status)s::text)
   AND (%(workflow)s::text IS NULL OR workflow = %(workflow)s::text)
   AND (%(parent_id)s::text IS NULL OR parent_id = %(parent_id)s::text)
+  AND (%(forked_from)s::text IS NULL OR forked_from = %(forked_from)s::text)
   AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
   AND (%(finished_before)s::double precision IS NULL
        OR (finished_at < %(finished_before)s::double precision
@@ -66,6 +68,7 @@ WHERE (created_at, run_id) < (%(before_created)s::double precision, %(before_run
   AND (%(status)s::text IS NULL OR status = %(status)s::text)
   AND (%(workflow)s::text IS NULL OR workflow = %(workflow)s::text)
   AND (%(parent_id)s::text IS NULL OR parent_id = %(parent_id)s::text)
+  AND (%(forked_from)s::text IS NULL OR forked_from = %(forked_from)s::text)
   AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
   AND (%(finished_before)s::double precision IS NULL
        OR (finished_at < %(finished_before)s::double precision
@@ -81,6 +84,7 @@ WHERE tenant_id = %(tenant)s::text
   AND (%(status)s::text IS NULL OR status = %(status)s::text)
   AND (%(workflow)s::text IS NULL OR workflow = %(workflow)s::text)
   AND (%(parent_id)s::text IS NULL OR parent_id = %(parent_id)s::text)
+  AND (%(forked_from)s::text IS NULL OR forked_from = %(forked_from)s::text)
   AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
   AND (%(finished_before)s::double precision IS NULL
        OR (finished_at < %(finished_before)s::double precision

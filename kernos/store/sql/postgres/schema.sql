@@ -50,6 +50,7 @@ CREATE INDEX kernos_runs_created ON kernos_runs (created_at);
 CREATE INDEX kernos_runs_tenant ON kernos_runs (tenant_id, created_at, run_id);
 CREATE INDEX kernos_runs_active ON kernos_runs (queue, status, tenant_id)
     WHERE status IN ('pending', 'running', 'waiting', 'paused');
+CREATE INDEX kernos_runs_forked_from ON kernos_runs (forked_from) WHERE forked_from IS NOT NULL;
 
 CREATE TABLE kernos_journal (
     run_id      TEXT NOT NULL REFERENCES kernos_runs (run_id),

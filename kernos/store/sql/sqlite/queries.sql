@@ -28,6 +28,7 @@ WHERE (created_at, run_id) < (:before_created, :before_run_id)
   AND (:status IS NULL OR status = :status)
   AND (:workflow IS NULL OR workflow = :workflow)
   AND (:parent_id IS NULL OR parent_id = :parent_id)
+  AND (:forked_from IS NULL OR forked_from = :forked_from)
   AND (:queue IS NULL OR queue = :queue)
   AND (:finished_before IS NULL OR (finished_at < :finished_before
        AND status IN ('succeeded', 'failed', 'cancelled')))
@@ -45,6 +46,7 @@ WHERE tenant_id = :tenant
   AND (:status IS NULL OR status = :status)
   AND (:workflow IS NULL OR workflow = :workflow)
   AND (:parent_id IS NULL OR parent_id = :parent_id)
+  AND (:forked_from IS NULL OR forked_from = :forked_from)
   AND (:queue IS NULL OR queue = :queue)
   AND (:finished_before IS NULL OR (finished_at < :finished_before
        AND status IN ('succeeded', 'failed', 'cancelled')))
@@ -60,6 +62,7 @@ WHERE (created_at, run_id) < (:before_created, :before_run_id)
   AND (:status IS NULL OR status = :status)
   AND (:workflow IS NULL OR workflow = :workflow)
   AND (:parent_id IS NULL OR parent_id = :parent_id)
+  AND (:forked_from IS NULL OR forked_from = :forked_from)
   AND (:queue IS NULL OR queue = :queue)
   AND (:finished_before IS NULL OR (finished_at < :finished_before
        AND status IN ('succeeded', 'failed', 'cancelled')))
@@ -74,6 +77,7 @@ WHERE tenant_id = :tenant
   AND (:status IS NULL OR status = :status)
   AND (:workflow IS NULL OR workflow = :workflow)
   AND (:parent_id IS NULL OR parent_id = :parent_id)
+  AND (:forked_from IS NULL OR forked_from = :forked_from)
   AND (:queue IS NULL OR queue = :queue)
   AND (:finished_before IS NULL OR (finished_at < :finished_before
        AND status IN ('succeeded', 'failed', 'cancelled')))
